@@ -1,0 +1,170 @@
+"""The `autosr` command line. Thin: parse arguments, call one function, print.
+
+Heavy modules (torch above all) are imported inside the commands so that `autosr --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from autosr import __version__
+from autosr.errors import AutosrError
+
+app = typer.Typer(
+    name="autosr",
+    help="Zero-config training of super-resolution models: detect → init → train → report.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _fail(message: str, code: int) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn AutosrError into one red line (exit 2, or 1 at run time); anything unexpected into a
+    short message plus the path of a log holding the traceback — never a traceback on screen."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AutosrError as exc:
+            from rich.markup import escape
+
+            _fail(escape(str(exc)), exc.exit_code)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
+            log = Path(tempfile.gettempdir()) / "autosr-crash.log"
+            log.write_text(traceback.format_exc(), encoding="utf-8")
+            _fail(f"unexpected {type(exc).__name__}: {exc} (traceback in {log}; please report it)", 1)
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"autosr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Zero-config training of super-resolution models."""
+
+
+@app.command()
+@guarded
+def detect(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the profile as JSON (schema: docs/detect-json.md).")] = False,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs will be written (for the free-disk figure).")] = Path("runs"),
+) -> None:
+    """Probe GPUs, CPU, RAM and disk; classify the hardware tier; recommend training settings."""
+    from autosr.hardware import probe
+    from autosr.recommend import recommend
+    from autosr.detect_view import print_report, to_json
+
+    profile = probe(runs_dir)
+    advice = recommend(profile)
+    if json_out:
+        sys.stdout.write(to_json(profile, advice) + "\n")
+    else:
+        print_report(profile, advice)
+
+
+class Flavor(str, Enum):
+    fork = "fork"
+    upstream = "upstream"
+
+
+@app.command()
+@guarded
+def init(
+    gt: Annotated[Path, typer.Option("--gt", help="Folder of high-resolution (ground truth) images.")],
+    lq: Annotated[Path, typer.Option("--lq", help="Folder of low-resolution images, same file stems as --gt.")],
+    arch: Annotated[str | None, typer.Option("--arch", help="paragonsr2_<nano|micro|tiny|xs|s|m|l|xl>; default: the largest that trains well here.")] = None,
+    val_gt: Annotated[Path | None, typer.Option("--val-gt", help="Validation HR folder (default: hold out a few training pairs).")] = None,
+    val_lq: Annotated[Path | None, typer.Option("--val-lq", help="Validation LR folder.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="YAML file to write.")] = Path("auto.yml"),
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: from scale, arch and folder).")] = None,
+    scale: Annotated[int | None, typer.Option("--scale", min=1, max=8, help="Override the detected scale.")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set train.total_iter=60000 (repeatable).")] = None,
+    flavor: Annotated[Flavor, typer.Option("--flavor", help="fork: with the ParagonSR2 automation sections; upstream: plain traiNNer-redux.")] = Flavor.fork,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    print_only: Annotated[bool, typer.Option("--print", help="Write the YAML to stdout instead of a file.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Print every planned value with its reason.")] = False,
+    sample: Annotated[int, typer.Option("--sample", min=1, help="How many pairs to read for the analysis.")] = 256,
+) -> None:
+    """Analyse a dataset, plan every setting for this machine, and write a commented traiNNer-redux YAML."""
+    from autosr.init_cmd import run_init
+
+    run_init(
+        gt=gt, lq=lq, arch=arch, val_gt=val_gt, val_lq=val_lq, output=output, name=name, scale=scale,
+        overrides=sets or [], flavor=flavor.value, force=force, print_only=print_only, explain=explain,
+        sample=sample,
+    )
+
+
+@app.command()
+@guarded
+def train(
+    config: Annotated[Path, typer.Argument(help="The YAML that `autosr init` wrote (or a hand-edited one).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder that holds run folders.")] = Path("runs"),
+    resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help="Continue from the run's last checkpoint (default: when one exists).")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a key for this run: --set train.total_iter=2000.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Load, build, run one step, print the plan, exit.")] = False,
+) -> None:
+    """Train the model the YAML describes, leaving a run folder with checkpoints, metrics and the decision journal."""
+    from autosr.train.run import train_from_file
+
+    code = train_from_file(config, out_dir=out, resume=resume, overrides=sets or [], dry_run=dry_run)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+@guarded
+def demo(
+    folder: Annotated[Path, typer.Option("--dir", help="Where to write the example data and run.")] = Path("autosr-demo"),
+    iters: Annotated[int, typer.Option("--iters", min=10, help="Training iterations for the example run.")] = 300,
+) -> None:
+    """Write a small paired example set, run `init` and a short `train` on it, and show where the results are."""
+    from autosr.demo import run_demo
+
+    run_demo(folder, iters=iters)
+
+
+@app.command()
+@guarded
+def presets() -> None:
+    """List the architecture presets with their real parameter counts and starting values."""
+    from autosr.presets_view import print_presets
+
+    print_presets()
+
+
+if __name__ == "__main__":
+    app()
