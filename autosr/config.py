@@ -1,0 +1,308 @@
+"""YAML → RunConfig: strict, typed, with did-you-mean errors; and `--set key=value` overrides.
+
+The checks mirror traiNNer-redux's msgspec loading (unknown keys and wrong types fail) so that
+a file autosr accepts also loads there, then add the semantic rules traiNNer checks later
+(exactly one patch size, val_freq with a val set…). Errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autosr.errors import AutosrError, did_you_mean
+from autosr.schema import FORK_SECTIONS, ROOT, Either, FreeMap, ListOf, MapOf, Scalar, Struct
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+
+
+def _describe(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def _check_scalar(value: Any, spec: Scalar, where: str) -> Any:
+    if value is None:
+        if spec.nullable:
+            return None
+        raise AutosrError(f"{where}: expected {_TYPE_WORDS[spec.kind]}, got nothing", "give it a value or remove the key")
+    ok = isinstance(value, spec.kind) and not (spec.kind is int and isinstance(value, bool))
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        hint = f"write {_TYPE_WORDS[spec.kind]}"
+        if spec.kind is float and isinstance(value, str) and _looks_numeric(value):
+            hint = f"write it as {float(value):.1e} (YAML reads '{value}' as text)"
+        raise AutosrError(f"{where}: expected {_TYPE_WORDS[spec.kind]}, got {_describe(value)}", hint)
+    if spec.choices and value not in spec.choices:
+        raise AutosrError(
+            f"{where}: '{value}' is not allowed{did_you_mean(str(value), spec.choices)}",
+            "choose one of " + ", ".join(spec.choices),
+        )
+    return value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def check(value: Any, spec: Any, where: str) -> Any:
+    """Validate `value` against `spec`; return it normalised (ints where floats are due become floats)."""
+    if isinstance(spec, Scalar):
+        return _check_scalar(value, spec, where)
+    if isinstance(spec, Either):
+        errors = []
+        for option in spec.options:
+            try:
+                return check(value, option, where)
+            except AutosrError as exc:
+                errors.append(exc)
+        raise errors[-1]
+    if isinstance(spec, ListOf):
+        if not isinstance(value, list):
+            raise AutosrError(f"{where}: expected a list, got {_describe(value)}", "write it as [a, b, …]")
+        if len(value) < spec.min_len:
+            raise AutosrError(f"{where}: needs at least {spec.min_len} item(s)", "add the missing entries")
+        return [check(item, spec.item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if not isinstance(value, dict):
+        raise AutosrError(f"{where}: expected a mapping of keys, got {_describe(value)}", "indent its keys below it")
+    if isinstance(spec, FreeMap):
+        for key in spec.required:
+            if key not in value:
+                raise AutosrError(f"{where}: '{key}' is required", f"add {where}.{key}")
+        return dict(value)
+    if isinstance(spec, MapOf):
+        out = {}
+        for key, item in value.items():
+            item_spec = spec.spec_for(str(key))
+            if item_spec is None:
+                prefixes = [p for p, _ in spec.by_prefix]
+                raise AutosrError(
+                    f"{where}: unknown key '{key}'{did_you_mean(str(key), prefixes)}",
+                    "keys must start with " + " or ".join(prefixes),
+                )
+            out[key] = check(item, item_spec, f"{where}.{key}")
+        return out
+    assert isinstance(spec, Struct)
+    out = {}
+    for key, item in value.items():
+        if key not in spec.keys:
+            raise AutosrError(
+                f"{where}: unknown key '{key}'{did_you_mean(str(key), spec.keys)}",
+                "remove it or fix its spelling (traiNNer-redux rejects unknown keys too)",
+            )
+        out[key] = check(item, spec.keys[key], f"{where}.{key}" if where else key)
+    for key in spec.required:
+        if key not in out:
+            raise AutosrError(f"{where or 'top level'}: '{key}' is required", f"add {key}")
+    return out
+
+
+# ---- --set overrides --------------------------------------------------------------------------
+
+
+def spec_at(dotted: str) -> Any:
+    """The schema node a dotted key names; unknown parts are an error with a suggestion."""
+    spec: Any = ROOT
+    walked: list[str] = []
+    for part in dotted.split("."):
+        if isinstance(spec, Either):  # datasets entries: pick the struct that knows the key
+            spec = next((o for o in spec.options if isinstance(o, Struct) and part in o.keys), spec.options[0])
+        if isinstance(spec, Struct):
+            if part not in spec.keys:
+                where = ".".join(walked) or "top level"
+                raise AutosrError(
+                    f"--set {dotted}: '{part}' is not a key of {where}{did_you_mean(part, spec.keys)}",
+                    "see docs/config.md for the keys",
+                )
+            spec = spec.keys[part]
+        elif isinstance(spec, MapOf):
+            found = spec.spec_for(part)
+            if found is None:
+                raise AutosrError(f"--set {dotted}: '{part}' is not allowed here", "check the key path")
+            spec = found
+        elif isinstance(spec, ListOf):
+            if not part.isdigit():
+                raise AutosrError(f"--set {dotted}: '{part}' should be a list index (0, 1, …)", "e.g. train.losses.0.loss_weight")
+            spec = spec.item
+        elif isinstance(spec, FreeMap):
+            spec = None  # free mappings: their owner checks the key (network_g, losses)
+        else:
+            raise AutosrError(f"--set {dotted}: '{'.'.join(walked)}' has no sub-keys", "set it as a whole")
+        walked.append(part)
+    return spec
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.total_iter=60000' → ('train.total_iter', 60000), typed by the schema."""
+    if "=" not in text:
+        raise AutosrError(f"--set {text}: expected key=value", "e.g. --set train.total_iter=60000")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    spec = spec_at(key)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(spec, Scalar) and spec.kind is float and isinstance(value, str) and _looks_numeric(value):
+        value = float(value)  # on the command line '5e-4' clearly means a number
+    if isinstance(spec, Scalar) and spec.kind is str and value is not None and not isinstance(value, str):
+        value = raw
+    if spec is not None:
+        value = check(value, spec, f"--set {key}")
+    return key, value
+
+
+def set_path(tree: dict, dotted: str, value: Any) -> None:
+    """Set a dotted key in a nested dict/list tree, creating mappings on the way."""
+    node: Any = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        index = int(last)
+        if index >= len(node):
+            raise AutosrError(f"--set {dotted}: index {index} is past the end (length {len(node)})", "use an existing index")
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    out = copy.deepcopy(tree)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_path(out, key, value)
+    return out
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated config: `data` is the normalised YAML tree; accessors name what the trainer reads."""
+
+    data: dict[str, Any]
+    source: Path
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def scale(self) -> int:
+        return self.data["scale"]
+
+    @property
+    def train_set(self) -> dict[str, Any]:
+        return self.data["datasets"]["train"]
+
+    @property
+    def val_sets(self) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.data.get("datasets", {}).items() if k.startswith("val")}
+
+    @property
+    def train(self) -> dict[str, Any]:
+        return self.data["train"]
+
+    @property
+    def lq_size(self) -> int:
+        ds = self.train_set
+        return ds["lq_size"] if "lq_size" in ds else ds["gt_size"] // self.scale
+
+    @property
+    def total_iter(self) -> int:
+        return self.train["total_iter"]
+
+    def section(self, *keys: str) -> dict[str, Any]:
+        node: Any = self.data
+        for key in keys:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        return node
+
+
+def validate(tree: Any, source: Path | str = "config", *, need_training: bool = True) -> RunConfig:
+    """Schema check plus the cross-key rules; raises AutosrError naming the file and key."""
+    if not isinstance(tree, dict):
+        raise AutosrError(f"{source}: expected a YAML mapping at the top level", "is this an autosr/traiNNer config?")
+    try:
+        data = check(tree, ROOT, "")
+        _check_rules(data, need_training)
+    except AutosrError as exc:
+        raise AutosrError(f"{source}: {exc.message}", exc.hint) from None
+    return RunConfig(data=data, source=Path(source))
+
+
+def _check_rules(data: dict[str, Any], need_training: bool) -> None:
+    scale = data["scale"]
+    if not 1 <= scale <= 8:
+        raise AutosrError(f"scale: {scale} is out of range", "use 1–8 (ParagonSR2 trains 2, 3 or 4)")
+    net = data.get("network_g")
+    if net is not None and "scale" in net and net["scale"] != scale:
+        raise AutosrError(f"network_g.scale: {net['scale']} differs from scale: {scale}", "make them equal or drop network_g.scale")
+    datasets = data.get("datasets", {})
+    train_ds = datasets.get("train")
+    if need_training:
+        for key in ("network_g", "datasets", "train"):
+            if key not in data:
+                raise AutosrError(f"'{key}' is required to train", f"add a {key} section (autosr init writes one)")
+        if train_ds is None:
+            raise AutosrError("datasets.train is required to train", "add datasets.train (autosr init writes one)")
+    if train_ds is not None:
+        sizes = [k for k in ("lq_size", "gt_size") if k in train_ds]
+        if len(sizes) != 1:
+            raise AutosrError("datasets.train: set exactly one of lq_size / gt_size", f"found {sizes or 'neither'}")
+        if "gt_size" in train_ds and train_ds["gt_size"] % scale:
+            raise AutosrError(f"datasets.train.gt_size: {train_ds['gt_size']} is not a multiple of scale {scale}", "use lq_size instead")
+        for key in ("batch_size_per_gpu", "accum_iter", "lq_size", "gt_size"):
+            if key in train_ds and train_ds[key] < 1:
+                raise AutosrError(f"datasets.train.{key}: must be at least 1", "use a positive number")
+    train = data.get("train", {})
+    if "total_iter" in train and train["total_iter"] < 1:
+        raise AutosrError("train.total_iter: must be at least 1", "use a positive number of iterations")
+    milestones = train.get("scheduler", {}).get("milestones")
+    if milestones and milestones != sorted(milestones):
+        raise AutosrError("train.scheduler.milestones: must be increasing", f"got {milestones}")
+    has_val = any(k.startswith("val") for k in datasets)
+    val = data.get("val", {})
+    if has_val and val.get("val_enabled", True) and "val_freq" not in val:
+        raise AutosrError("val.val_freq is required when a validation dataset exists", "add val.val_freq (e.g. 1000)")
+
+
+def read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise AutosrError(f"{path}: no such file", "run `autosr init` first to write a config, or check the path")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise AutosrError(f"{path}: not valid YAML{where}", str(getattr(exc, "problem", exc))) from None
+    except UnicodeDecodeError:
+        raise AutosrError(f"{path}: not a text file", "pass the YAML config") from None
+
+
+def load_config(path: Path, overrides: list[str] | None = None, *, need_training: bool = True) -> RunConfig:
+    tree = read_yaml(path)
+    if isinstance(tree, dict) and overrides:
+        tree = apply_overrides(tree, overrides)
+    return validate(tree, path, need_training=need_training)
+
+
+def without_fork_sections(tree: dict[str, Any]) -> dict[str, Any]:
+    """The upstream flavour: traiNNer-redux proper has no DLS/automation sections."""
+    out = copy.deepcopy(tree)
+    for key in FORK_SECTIONS:
+        out.get("train", {}).pop(key, None)
+    return out

@@ -1,0 +1,291 @@
+"""Profiles + preset + overrides → Plan: every config value with the reason it was chosen.
+
+Pure: no file, GPU or clock access here (tests drive it with fake profiles). `autosr init`
+renders the Plan to YAML; `--explain` prints it as a table.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from autosr.config import parse_override, set_path, validate, without_fork_sections
+from autosr.dataset import DatasetProfile
+from autosr.decision import Decision
+from autosr.errors import AutosrError
+from autosr.hardware import TIER_SETTINGS, HardwareProfile
+from autosr.presets import VARIANTS, Preset, all_presets, load_preset
+from autosr.recommend import (
+    MAX_BATCH,
+    choose_channels_last,
+    choose_compile,
+    choose_precision,
+    choose_workers,
+    estimate_batch,
+)
+from autosr.schema import FORK_SECTIONS
+
+CPU_MAX_BATCH = 8  # on a CPU a step is slow; small batches give feedback sooner
+MIN_LQ = 16
+AUTOMATIONS = (
+    "IntelligentLearningRateScheduler",
+    "DynamicBatchSizeOptimizer",
+    "AdaptiveGradientClipping",
+    "IntelligentEarlyStopping",
+    "AdaptiveValidationFrequency",
+)
+
+
+@dataclass(frozen=True)
+class ValData:
+    """Where validation comes from: the user's folders, or pairs held out of the training set."""
+
+    kind: str  # "folders" | "holdout"
+    gt: str
+    lq: str
+    count: int
+    meta_info: str | None = None  # holdout: the list of held-out pairs
+    train_meta_info: str | None = None  # holdout: the list the training set keeps
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    values: dict[str, Decision] = field(default_factory=dict)  # dotted key → decision, in YAML order
+    notes: list[str] = field(default_factory=list)
+    flavor: str = "fork"
+
+    def put(self, key: str, value: Any, reason: str, source: str = "auto") -> None:  # noqa: D401
+        self.values[key] = Decision(value, reason, source)
+
+    def get(self, key: str) -> Any:
+        return self.values[key].value
+
+    def tree(self) -> dict[str, Any]:
+        """The plan as the nested mapping the YAML holds."""
+        out: dict[str, Any] = {}
+        for key, decision in self.values.items():
+            node = out
+            parts = key.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = decision.value
+        return without_fork_sections(out) if self.flavor == "upstream" else out
+
+
+def pick_arch(hw: HardwareProfile, scale: int) -> tuple[Preset, str]:
+    """The largest preset that trains at its reference batch without accumulation."""
+    if hw.backend != "cuda":
+        return load_preset("nano"), f"no CUDA GPU ({hw.backend}): nano is the preset that trains in useful time here"
+    chosen = load_preset("nano")
+    for preset in all_presets():
+        batch = estimate_batch(hw, preset, lq_size=preset.lq_size, scale=scale).value
+        if batch >= preset.effective_batch:
+            chosen = preset
+    batch = estimate_batch(hw, chosen, lq_size=chosen.lq_size, scale=scale).value
+    return chosen, (
+        f"largest preset whose estimated batch ({batch}) on {hw.gpu_vram_mib / 1024:.0f} GiB reaches its "
+        f"reference batch {chosen.effective_batch}"
+    )
+
+
+def _patch(ds: DatasetProfile, preset: Preset) -> Decision:
+    if ds.smallest_side >= preset.lq_size:
+        return Decision(preset.lq_size, f"preset patch; every sampled LR image is at least {ds.smallest_side} px")
+    fitted = ds.smallest_side // 8 * 8
+    if fitted < MIN_LQ:
+        raise AutosrError(
+            f"{ds.lq_dir}: the smallest sampled LR image side is {ds.smallest_side} px, below the {MIN_LQ} px minimum patch",
+            "remove the tiny images or pass --set datasets.train.lq_size=<smaller>",
+        )
+    return Decision(fitted, f"preset wants {preset.lq_size} px, smallest sampled LR side is {ds.smallest_side} px")
+
+
+def _batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int) -> tuple[Decision, Decision]:
+    estimate = estimate_batch(hw, preset, lq_size=lq, scale=scale)
+    cap = MAX_BATCH if hw.backend == "cuda" else CPU_MAX_BATCH
+    batch = min(int(estimate.value), cap)
+    reason = estimate.reason if batch == estimate.value else f"{estimate.reason}; capped at {cap}"
+    accum = max(1, math.ceil(preset.effective_batch / batch))
+    accum_reason = (
+        f"{batch} × {accum} reaches the preset's reference batch {preset.effective_batch}"
+        if accum > 1
+        else f"batch {batch} already ≥ reference batch {preset.effective_batch}"
+    )
+    return Decision(batch, reason), Decision(accum, accum_reason)
+
+
+def _lr(preset: Preset, effective: int) -> Decision:
+    """Square-root scaling from the preset's reference batch, bounded to ×0.5…×2."""
+    ratio = effective / preset.effective_batch
+    factor = min(2.0, max(0.5, math.sqrt(ratio)))
+    if abs(factor - 1) < 1e-9:
+        return Decision(preset.lr, f"preset learning rate at its reference batch {preset.effective_batch}")
+    return Decision(
+        float(f"{preset.lr * factor:.3g}"),
+        f"preset {preset.lr:.1e} × {factor:.2f} (√ of effective batch {effective} / {preset.effective_batch}, bounded ×0.5–×2)",
+    )
+
+
+def _total_iter(preset: Preset, pairs: int) -> Decision:
+    if pairs < 200:
+        return Decision(preset.total_iter // 2, f"preset {preset.total_iter} halved: {pairs} pairs overfit long before that")
+    if pairs > 20000:
+        return Decision(int(preset.total_iter * 1.5), f"preset {preset.total_iter} × 1.5: {pairs} pairs keep improving longer")
+    return Decision(preset.total_iter, f"preset length for {pairs} pairs (200–20000 keeps it)")
+
+
+def _round_to(value: float, step: int) -> int:
+    return max(step, int(round(value / step)) * step)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
+
+
+def make_plan(
+    hw: HardwareProfile,
+    ds: DatasetProfile,
+    *,
+    arch: str | None,
+    val: ValData,
+    overrides: list[str] = (),
+    flavor: str = "fork",
+    name: str | None = None,
+) -> Plan:
+    """Decide every value of the traiNNer config for this hardware and dataset."""
+    if arch:
+        preset, arch_reason, arch_source = load_preset(arch), "chosen with --arch", "set"
+    else:
+        preset, arch_reason = pick_arch(hw, ds.scale)
+        arch_source = "auto"
+    scale = ds.scale
+    plan = Plan(flavor=flavor)
+    put = plan.put
+
+    put("name", name or _slug(f"{scale}x_{preset.arch}_{ds.gt_dir.name}"), "set with --name" if name else "scale, arch and dataset folder", "set" if name else "auto")
+    put("scale", scale, f"{'set with --scale' if ds.scale_source == 'set' else 'HR/LR size ratio of'} {ds.sampled} sampled pairs")
+    put("num_gpu", "auto", "every visible GPU; multi-GPU runs start through torchrun")
+    put("path", {}, "nothing to resume or pretrain from")
+    put("manual_seed", 1024, "fixed so that a run can be repeated")
+
+    precision = choose_precision(hw)
+    put("use_amp", precision.value != "fp32", precision.reason)
+    put("amp_bf16", precision.value == "bf16", precision.reason)
+    cl = choose_channels_last(hw)
+    put("use_channels_last", bool(cl.value), cl.reason)
+    put("fast_matmul", hw.backend == "cuda", "TF32 matmuls on CUDA: faster, no visible loss for SR" if hw.backend == "cuda" else "no CUDA")
+    compile_ = choose_compile(hw)
+    put("use_compile", bool(compile_.value), compile_.reason)
+    put("compile_mode", "default", "fastest to compile; autotune modes rarely pay back on short SR runs")
+
+    net_source = {"source": arch_source}
+    put("network_g.type", preset.arch, arch_reason, **net_source)
+    put("network_g.scale", scale, "same as scale")
+
+    lq = _patch(ds, preset)
+    batch, accum = _batch(hw, preset, lq.value, scale)
+    workers = choose_workers(hw)
+    t = "datasets.train."
+    put(t + "name", ds.gt_dir.name or "train", "from the HR folder name")
+    put(t + "type", "pairedimagedataset", "paired HR/LR folders")
+    put(t + "dataroot_gt", str(ds.gt_dir), "--gt")
+    put(t + "dataroot_lq", str(ds.lq_dir), "--lq")
+    if val.train_meta_info:
+        put(t + "meta_info", val.train_meta_info, f"all pairs except the {val.count} held out for validation")
+    plan.values[t + "lq_size"] = lq
+    plan.values[t + "batch_size_per_gpu"] = batch
+    plan.values[t + "accum_iter"] = accum
+    put(t + "num_worker_per_gpu", workers.value, workers.reason)
+    put(t + "use_hflip", True, "flips are free extra data for SR")
+    put(t + "use_rot", True, "so are 90° rotations")
+    put(t + "pin_memory", hw.backend == "cuda", "faster host→GPU copies" if hw.backend == "cuda" else "no GPU")
+    put(t + "persistent_workers", workers.value > 0, "keep workers between epochs" if workers.value else "no workers")
+
+    v = "datasets.val."
+    put(v + "name", "val", "held-out pairs" if val.kind == "holdout" else "--val-gt/--val-lq")
+    put(v + "type", "pairedimagedataset", "paired HR/LR folders")
+    put(v + "dataroot_gt", val.gt, "--val-gt" if val.kind == "folders" else "the training HR folder")
+    put(v + "dataroot_lq", val.lq, "--val-lq" if val.kind == "folders" else "the training LR folder")
+    if val.meta_info:
+        put(v + "meta_info", val.meta_info, f"{val.count} pair(s) held out of training, never trained on")
+
+    total = _total_iter(preset, ds.pair_count)
+    total_iter = total.value
+    tr = "train."
+    plan.values[tr + "total_iter"] = total
+    lr = _lr(preset, batch.value * accum.value)
+    put(tr + "optim_g.type", "AdamW", "decoupled weight decay; the preset's optimizer")
+    plan.values[tr + "optim_g.lr"] = lr
+    put(tr + "optim_g.weight_decay", float(preset.optimizer["weight_decay"]), "preset")
+    put(tr + "optim_g.betas", [float(b) for b in preset.optimizer["betas"]], "preset")
+    put(tr + "scheduler.type", "MultiStepLR", "step decay composes with EMA and the LR automation")
+    put(tr + "scheduler.milestones", [_round_to(total_iter * f, 100) for f in (0.75, 0.875)], "75% and 87.5% of the run")
+    put(tr + "scheduler.gamma", 0.5, "halve the LR at each milestone")
+    warmup = min(preset.warmup_iter, total_iter // 10)
+    put(tr + "warmup_iter", warmup, f"preset {preset.warmup_iter}" + (", at most 10% of the run" if warmup < preset.warmup_iter else ""))
+    put(tr + "ema_decay", preset.ema_decay, "preset; validation and the exported model use the EMA weights")
+    put(tr + "ema_power", 0.75, "EMA warm-up: the first steps are not averaged in for long")
+    tier = TIER_SETTINGS[hw.tier]
+    put(tr + "grad_clip", True, "guards against rare exploding steps")
+    put(tr + "grad_clip_max_norm", float(tier.clip_start), f"{hw.tier} tier start value; the clipping automation re-measures it")
+    put(tr + "losses", [dict(x) for x in preset.losses], "preset: L1 for fidelity, a little SSIM for structure")
+    if flavor == "fork":
+        d = tr + "dynamic_loss_scheduling."
+        put(d + "enabled", True, "balances the losses while training")
+        put(d + "auto_calibrate", True, f"settings from the {preset.variant} preset, dataset complexity and phase")
+        a = tr + "training_automations."
+        put(a + "enabled", True, "each automation derives its settings from the hardware tier and run length")
+        for name_ in AUTOMATIONS:
+            put(a + name_ + ".enabled", True, "no hand-set parameters")
+
+    val_freq = _round_to(total_iter / 25, 100)
+    put("val.val_enabled", True, f"{val.count} validation pair(s)")
+    put("val.val_freq", val_freq, f"~25 validations over {total_iter} iterations")
+    put("val.save_img", False, "metrics only; saving images slows validation")
+    put("val.metrics_enabled", True, "PSNR and SSIM track progress")
+    for metric in ("psnr", "ssim"):
+        m = f"val.metrics.{metric}."
+        put(m + "type", f"calculate_{metric}", "traiNNer's definition")
+        put(m + "crop_border", scale, "border of `scale` px ignored, as usual for SR")
+        put(m + "test_y_channel", False, "RGB, matching the training losses")
+    put("logger.print_freq", max(10, min(100, _round_to(total_iter / 200, 10))), "about 200 log lines per run")
+    put("logger.save_checkpoint_freq", val_freq, "a checkpoint at every validation")
+    put("logger.save_checkpoint_format", "safetensors", "safe to share; loads in chaiNNer and spandrel")
+    put("logger.use_tb_logger", True, "TensorBoard scalars when tensorboard is installed")
+
+    _apply_overrides(plan, overrides)
+    plan.notes.extend(ds.notes)
+    if val.note:
+        plan.notes.append(val.note)
+    # The plan must pass autosr's own strict loader: generated configs that fail it are a bug.
+    validate(plan.tree(), "planned config")
+    return plan
+
+
+def _apply_overrides(plan: Plan, overrides: list[str]) -> None:
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        if plan.flavor == "upstream" and len(parts) > 1 and parts[0] == "train" and parts[1] in FORK_SECTIONS:
+            raise AutosrError(f"--set {key}: the upstream flavour has no train.{parts[1]} section", "use --flavor fork")
+        # A key inside a list value (train.losses.0.loss_weight): change that element.
+        parent = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in plan.values), None)
+        if parent is not None and isinstance(plan.values[parent].value, list | dict):
+            rest = parts[len(parent.split(".")):]
+            tree = copy.deepcopy(plan.values[parent].value)
+            set_path({"x": tree}, ".".join(["x", *rest]), value)
+            plan.values[parent] = Decision(tree, f"set with --set {key}", "set")
+            continue
+        for old in [k for k in plan.values if k.startswith(key + ".")]:
+            del plan.values[old]  # a whole section replaced
+        plan.values[key] = Decision(value, "set with --set", "set")
+        twin = {"datasets.train.gt_size": "datasets.train.lq_size", "datasets.train.lq_size": "datasets.train.gt_size"}.get(key)
+        if twin:
+            plan.values.pop(twin, None)  # traiNNer takes exactly one of them
+
+
+__all__ = ["Plan", "ValData", "make_plan", "pick_arch", "VARIANTS"]

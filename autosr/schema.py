@@ -1,0 +1,252 @@
+"""The traiNNer-redux YAML schema, as data: which keys exist, their types, which are required.
+
+Strict like traiNNer's msgspec structs: an unknown key at any level is an error, and so is a
+value of the wrong type. One tree serves `init --set` (key paths and typed parsing), the
+renderer's tests and `train`'s loader (../shared/specs/trainner-yaml.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# ---- type specs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """int, float (ints accepted), bool, str, or a choice of literal strings."""
+
+    kind: type
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Either:
+    """One of several specs, tried in order (e.g. "auto" or an int)."""
+
+    options: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Any
+    min_len: int = 0
+
+
+@dataclass(frozen=True)
+class Struct:
+    """A mapping with known keys; `required` must be present; nothing else is allowed."""
+
+    keys: dict[str, Any]
+    required: tuple[str, ...] = ()
+    free: bool = False  # free mappings (network_g) are checked by their owner, not here
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A mapping whose keys the user names (val datasets, metrics). `by_prefix` pairs a key
+    prefix with the spec of its value; the first matching prefix wins; "" matches any key."""
+
+    by_prefix: tuple[tuple[str, Any], ...]
+
+    def spec_for(self, key: str) -> Any | None:
+        for prefix, spec in self.by_prefix:
+            if key.startswith(prefix):
+                return spec
+        return None
+
+
+@dataclass(frozen=True)
+class FreeMap:
+    """A mapping checked elsewhere (network_g: by the architecture; losses: by the loss builder)."""
+
+    required: tuple[str, ...] = ()
+
+
+INT, FLOAT, BOOL, STR = Scalar(int), Scalar(float), Scalar(bool), Scalar(str)
+OPT_STR = Scalar(str, nullable=True)
+STR_OR_LIST = Either((STR, ListOf(STR, min_len=1)))
+
+# ---- the tree ---------------------------------------------------------------------------------
+
+TRAIN_DATASET = Struct(
+    {
+        "name": STR,
+        "type": Scalar(str, choices=("pairedimagedataset",)),
+        "dataroot_gt": STR_OR_LIST,
+        "dataroot_lq": STR_OR_LIST,
+        "meta_info": OPT_STR,
+        "lq_size": INT,
+        "gt_size": INT,
+        "batch_size_per_gpu": INT,
+        "num_worker_per_gpu": INT,
+        "accum_iter": INT,
+        "use_hflip": BOOL,
+        "use_rot": BOOL,
+        "dataset_enlarge_ratio": Either((Scalar(str, choices=("auto",)), INT)),
+        "prefetch_mode": OPT_STR,
+        "pin_memory": BOOL,
+        "persistent_workers": BOOL,
+    },
+    required=("name", "type", "dataroot_gt", "dataroot_lq", "batch_size_per_gpu"),
+)
+
+VAL_DATASET = Struct(
+    {
+        "name": STR,
+        "type": Scalar(str, choices=("pairedimagedataset",)),
+        "dataroot_gt": STR_OR_LIST,
+        "dataroot_lq": STR_OR_LIST,
+        "meta_info": OPT_STR,
+    },
+    required=("name", "type", "dataroot_gt", "dataroot_lq"),
+)
+
+DLS = Struct(
+    {
+        "enabled": BOOL,
+        "auto_calibrate": BOOL,
+        "momentum": FLOAT,
+        "adaptation_rate": FLOAT,
+        "min_weight": FLOAT,
+        "max_weight": FLOAT,
+        "adaptation_threshold": FLOAT,
+        "baseline_iterations": INT,
+        "enable_monitoring": BOOL,
+    }
+)
+
+AUTOMATIONS = Struct(
+    {
+        "enabled": BOOL,
+        "IntelligentLearningRateScheduler": Struct(
+            {
+                "enabled": BOOL,
+                "monitor_loss": BOOL,
+                "monitor_validation": BOOL,
+                "plateau_patience": INT,
+                "improvement_threshold": FLOAT,
+                "min_lr_factor": FLOAT,
+                "max_lr_factor": FLOAT,
+            }
+        ),
+        "DynamicBatchSizeOptimizer": Struct(
+            {
+                "enabled": BOOL,
+                "target_vram_usage": FLOAT,
+                "safety_margin": FLOAT,
+                "min_batch_size": INT,
+                "max_batch_size": INT,
+            }
+        ),
+        "AdaptiveGradientClipping": Struct(
+            {"enabled": BOOL, "initial_threshold": FLOAT, "calibration_steps": INT, "percentile": FLOAT}
+        ),
+        "IntelligentEarlyStopping": Struct(
+            {"enabled": BOOL, "patience": INT, "min_improvement": FLOAT, "monitor_metric": STR}
+        ),
+        "AdaptiveValidationFrequency": Struct({"enabled": BOOL, "min_freq": INT, "max_freq": INT}),
+    }
+)
+
+FORK_SECTIONS = ("dynamic_loss_scheduling", "training_automations")
+
+TRAIN = Struct(
+    {
+        "total_iter": INT,
+        "optim_g": Struct(
+            {
+                "type": Scalar(str, choices=("AdamW", "Adam")),
+                "lr": FLOAT,
+                "weight_decay": FLOAT,
+                "betas": ListOf(FLOAT, min_len=2),
+                "eps": FLOAT,
+                "fused": BOOL,
+            },
+            required=("type", "lr"),
+        ),
+        "scheduler": Struct(
+            {
+                "type": Scalar(str, choices=("MultiStepLR", "CosineAnnealingLR")),
+                "milestones": ListOf(INT),
+                "gamma": FLOAT,
+                "T_max": INT,
+                "eta_min": FLOAT,
+            },
+            required=("type",),
+        ),
+        "warmup_iter": INT,
+        "ema_decay": FLOAT,
+        "ema_power": FLOAT,
+        "grad_clip": BOOL,
+        "grad_clip_max_norm": FLOAT,
+        "losses": ListOf(FreeMap(required=("type", "loss_weight")), min_len=1),
+        "dynamic_loss_scheduling": DLS,
+        "training_automations": AUTOMATIONS,
+    },
+    required=("total_iter",),
+)
+
+METRIC = Struct(
+    {
+        "type": Scalar(str, choices=("calculate_psnr", "calculate_ssim")),
+        "crop_border": INT,
+        "test_y_channel": BOOL,
+        "better": Scalar(str, choices=("higher", "lower")),
+    },
+    required=("type",),
+)
+
+VAL = Struct(
+    {
+        "val_enabled": BOOL,
+        "val_freq": INT,
+        "save_img": BOOL,
+        "metrics_enabled": BOOL,
+        "metrics": MapOf((("", METRIC),)),
+        "tile_size": INT,
+    }
+)
+
+LOGGER = Struct(
+    {
+        "print_freq": INT,
+        "save_checkpoint_freq": INT,
+        "save_checkpoint_format": Scalar(str, choices=("safetensors", "pth")),
+        "use_tb_logger": BOOL,
+    }
+)
+
+PATH = Struct(
+    {
+        "pretrain_network_g": OPT_STR,
+        "param_key_g": OPT_STR,
+        "strict_load_g": BOOL,
+        "resume_state": OPT_STR,
+    }
+)
+
+ROOT = Struct(
+    {
+        "name": STR,
+        "scale": INT,
+        "num_gpu": Either((Scalar(str, choices=("auto",)), INT)),
+        "path": PATH,
+        "manual_seed": INT,
+        "deterministic": BOOL,
+        "use_amp": BOOL,
+        "amp_bf16": BOOL,
+        "use_channels_last": BOOL,
+        "fast_matmul": BOOL,
+        "use_compile": BOOL,
+        "compile_mode": Scalar(str, choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")),
+        "network_g": FreeMap(required=("type",)),
+        "datasets": MapOf((("train", TRAIN_DATASET), ("val", VAL_DATASET))),
+        "train": TRAIN,
+        "val": VAL,
+        "logger": LOGGER,
+    },
+    required=("name", "scale", "num_gpu", "path"),
+)

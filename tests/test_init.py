@@ -1,0 +1,206 @@
+"""autosr init: the planner, the rendered YAML (types, strict schema, round trip) and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from autosr.cli import app
+from autosr.config import parse_override, validate
+from autosr.dataset import analyse
+from autosr.errors import AutosrError
+from autosr.hardware import fake_profile
+from autosr.journal import plan_decisions
+from autosr.plan import ValData, make_plan, pick_arch
+from autosr.presets import VARIANTS
+from autosr.render import render, scalar
+
+runner = CliRunner()
+GPU_8GB = (("NVIDIA GeForce RTX 3070", 8.0, "8.6"),)
+GPU_80GB = (("NVIDIA H100 80GB HBM3", 80.0, "9.0"),)
+GPU_24GB = (("NVIDIA GeForce RTX 4090", 24.0, "8.9"),)
+
+
+@pytest.fixture(scope="module")
+def profile(pair_set):
+    hr, lr = pair_set
+    return analyse(hr, lr, sample=64)
+
+
+def val_for(profile) -> ValData:
+    return ValData("holdout", str(profile.gt_dir), str(profile.lq_dir), 1, meta_info="/tmp/v.txt", train_meta_info="/tmp/t.txt")
+
+
+def floats_are_floats(node, path=""):
+    """Every key the schema types as a float must load as a Python float, not text."""
+    float_keys = {"lr", "weight_decay", "ema_decay", "ema_power", "grad_clip_max_norm", "gamma", "loss_weight"}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in float_keys:
+                assert isinstance(v, float), f"{path}.{k} loaded as {type(v).__name__}"
+            floats_are_floats(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            floats_are_floats(v, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("flavor", ["fork", "upstream"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_preset_renders_a_strict_valid_config(profile, variant, flavor):
+    plan = make_plan(fake_profile(GPU_24GB), profile, arch=f"paragonsr2_{variant}", val=val_for(profile), flavor=flavor)
+    text = render(plan)
+    loaded = yaml.safe_load(text)
+    validate(loaded, "rendered")  # the strict schema of trainner-yaml.md
+    assert loaded == plan.tree()
+    floats_are_floats(loaded)
+    has_fork = "dynamic_loss_scheduling" in loaded["train"]
+    assert has_fork == (flavor == "fork")
+    if flavor == "fork":
+        autos = loaded["train"]["training_automations"]
+        assert all(v == {"enabled": True} for k, v in autos.items() if k != "enabled")  # no hand-set knobs
+    # Every value carries its provenance.
+    value_lines, item_indent = [], None
+    for ln in text.splitlines():
+        indent = len(ln) - len(ln.lstrip())
+        if ln.lstrip().startswith("- "):
+            item_indent = indent  # list items are covered by their list's comment
+            continue
+        if item_indent is not None and indent > item_indent:
+            continue
+        item_indent = None
+        if ":" in ln and not ln.lstrip().startswith("#") and not ln.rstrip().endswith(":"):
+            value_lines.append(ln)
+    assert all("# auto:" in ln or "# set" in ln for ln in value_lines), [ln for ln in value_lines if "#" not in ln]
+
+
+def test_unknown_key_in_rendered_config_is_rejected(profile):
+    tree = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_nano", val=val_for(profile)).tree()
+    tree["train"]["optim_g"]["learning_rate"] = 1e-4
+    with pytest.raises(AutosrError, match=r"train\.optim_g: unknown key 'learning_rate'"):
+        validate(tree, "x.yml")
+    tree = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_nano", val=val_for(profile)).tree()
+    tree["train"]["total_iter"] = "1000"
+    with pytest.raises(AutosrError, match="expected an integer"):
+        validate(tree, "x.yml")
+
+
+def test_same_dataset_different_gpus_gives_different_batch_and_accum(profile):
+    small = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_s", val=val_for(profile))
+    large = make_plan(fake_profile(GPU_80GB), profile, arch="paragonsr2_s", val=val_for(profile))
+    b_small, b_large = small.values["datasets.train.batch_size_per_gpu"], large.values["datasets.train.batch_size_per_gpu"]
+    assert b_large.value > b_small.value
+    assert "GiB" in b_small.reason and "GiB" in b_large.reason
+    assert large.get("datasets.train.accum_iter") == 1
+    # On a CPU box the batch is small and accumulation reaches the preset's reference batch.
+    cpu = make_plan(fake_profile(()), profile, arch="paragonsr2_s", val=val_for(profile))
+    assert cpu.get("datasets.train.accum_iter") > 1
+    assert "reference batch" in cpu.values["datasets.train.accum_iter"].reason
+    assert cpu.get("use_amp") is False and large.get("amp_bf16") is True
+
+
+def test_larger_batch_scales_lr_within_bounds(profile):
+    small = make_plan(fake_profile(()), profile, arch="paragonsr2_nano", val=val_for(profile))
+    large = make_plan(fake_profile(GPU_80GB), profile, arch="paragonsr2_nano", val=val_for(profile))
+    assert large.get("train.optim_g.lr") > small.get("train.optim_g.lr")
+    assert small.get("train.optim_g.lr") == 2e-4  # CPU: 8 × accum 4 = the reference batch 32
+    assert large.get("train.optim_g.lr") <= 2 * 2e-4 + 1e-12
+
+
+def test_arch_is_picked_from_the_hardware(profile):
+    cpu_preset, reason = pick_arch(fake_profile(()), 2)
+    assert cpu_preset.variant == "nano" and "CUDA" in reason
+    big, _ = pick_arch(fake_profile(GPU_80GB), 2)
+    mid, _ = pick_arch(fake_profile(GPU_8GB), 2)
+    assert VARIANTS.index(big.variant) > VARIANTS.index(mid.variant) >= 0
+
+
+def test_overrides_are_typed_and_checked(profile):
+    assert parse_override("train.optim_g.lr=5e-4") == ("train.optim_g.lr", 5e-4)
+    assert parse_override("train.total_iter=60000") == ("train.total_iter", 60000)
+    with pytest.raises(AutosrError, match="did you mean 'total_iter'"):
+        parse_override("train.total_iters=5")
+    with pytest.raises(AutosrError, match="expected an integer"):
+        parse_override("train.total_iter=lots")
+    plan = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_nano", val=val_for(profile),
+                     overrides=["train.total_iter=1234", "train.losses.1.loss_weight=0.1", "datasets.train.gt_size=64"])
+    tree = plan.tree()
+    assert tree["train"]["total_iter"] == 1234 and plan.values["train.total_iter"].source == "set"
+    assert tree["train"]["losses"][1]["loss_weight"] == 0.1
+    assert tree["datasets"]["train"]["gt_size"] == 64 and "lq_size" not in tree["datasets"]["train"]
+    assert "total_iter: 1234  # set" in render(plan)
+
+
+def test_small_images_shrink_the_patch(tmp_path):
+    from autosr.synthetic import write_pairs
+
+    hr, lr = write_pairs(tmp_path, 3, scale=2, size=(96, 80))
+    ds = analyse(hr, lr)
+    plan = make_plan(fake_profile(GPU_8GB), ds, arch="paragonsr2_nano", val=val_for(ds))
+    assert plan.get("datasets.train.lq_size") == 40
+    assert "40" in plan.values["datasets.train.lq_size"].reason
+
+
+def test_scalar_formatting_round_trips():
+    for value in (5e-4, 2e-4, 1e-5, 0.999, 1.0, 0.0, 1e7, 123, True, None, "a b: c", "C:\\data\\hr", "plain", [0.9, 0.99]):
+        assert yaml.safe_load(scalar(value)) == value, value
+
+
+def test_plan_reasons_reach_the_journal(profile):
+    plan = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_nano", val=val_for(profile))
+    decisions = {k: r for k, _, r in plan_decisions(render(plan))}
+    assert decisions["datasets.train.batch_size_per_gpu"] == plan.values["datasets.train.batch_size_per_gpu"].reason
+    assert "train.optim_g.lr" in decisions and "train.losses" in decisions
+
+
+# ---- the command ----------------------------------------------------------------------------
+
+
+def test_init_cli_writes_config_and_holdout(pair_set, tmp_path):
+    hr, lr = pair_set
+    out = tmp_path / "auto.yml"
+    result = runner.invoke(app, ["init", "--gt", str(hr), "--lq", str(lr), "--arch", "paragonsr2_nano", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(out.read_text())
+    train_list = Path(cfg["datasets"]["train"]["meta_info"]).read_text().split()
+    val_list = Path(cfg["datasets"]["val"]["meta_info"]).read_text().split()
+    assert len(val_list) == 1 and len(train_list) == 11 and not set(val_list) & set(train_list)
+    # No overwrite without --force; --force works.
+    again = runner.invoke(app, ["init", "--gt", str(hr), "--lq", str(lr), "-o", str(out)])
+    assert again.exit_code == 2 and "--force" in again.output
+    assert runner.invoke(app, ["init", "--gt", str(hr), "--lq", str(lr), "-o", str(out), "--force"]).exit_code == 0
+
+
+def test_init_print_and_explain(pair_set, tmp_path):
+    hr, lr = pair_set
+    result = runner.invoke(app, ["init", "--gt", str(hr), "--lq", str(lr), "--arch", "paragonsr2_tiny", "--print", "--explain",
+                                 "--flavor", "upstream", "-o", str(tmp_path / "x.yml")])
+    assert result.exit_code == 0, result.output
+    assert "network_g:" in result.stdout and "dynamic_loss_scheduling" not in result.stdout
+    assert not (tmp_path / "x.yml").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--arch", "paragonsr2_nanoo"], "did you mean 'paragonsr2_nano'"),
+        (["--set", "train.total_iters=5"], "did you mean 'total_iter'"),
+        (["--set", "train.optim_g.lr=fast"], "expected a number"),
+        (["--val-gt", "somewhere"], "--val-gt and --val-lq go together"),
+    ],
+)
+def test_init_bad_input_is_one_line_exit_2_nothing_written(pair_set, tmp_path, args, words):
+    hr, lr = pair_set
+    out = tmp_path / "auto.yml"
+    result = runner.invoke(app, ["init", "--gt", str(hr), "--lq", str(lr), "-o", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_init_missing_folder(tmp_path):
+    result = runner.invoke(app, ["init", "--gt", str(tmp_path / "nope"), "--lq", str(tmp_path), "-o", str(tmp_path / "a.yml")])
+    assert result.exit_code == 2 and "nope" in result.output
