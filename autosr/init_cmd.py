@@ -40,8 +40,11 @@ def run_init(
     stem = output.stem
     if val_gt is not None and val_lq is not None:
         val_pairs = pair_folders(val_gt.resolve(), val_lq.resolve()).pairs
-        val = ValData("folders", str(val_gt.resolve()), str(val_lq.resolve()), len(val_pairs))
-        train_pairs = held = None
+        held = None
+        # Unpaired files would break traiNNer's folder mode: list the pairs explicitly then.
+        train_pairs = ds.pairs if (ds.unpaired_gt or ds.unpaired_lq) else None
+        train_meta = str(meta_dir / f"{stem}.train_pairs.txt") if train_pairs else None
+        val = ValData("folders", str(val_gt.resolve()), str(val_lq.resolve()), len(val_pairs), train_meta_info=train_meta)
     else:
         split = hold_out(ds.pairs)
         train_pairs, held = split.train, split.val
@@ -63,12 +66,12 @@ def run_init(
         _print_explain(plan)
     if print_only:
         sys.stdout.write(text)
-        if held is not None:
-            err.print("[yellow]note:[/yellow] --print: the hold-out lists were not written; run without --print to write them")
+        if val.meta_info or val.train_meta_info:
+            err.print("[yellow]note:[/yellow] --print: the pair lists were not written; run without --print to write them")
         return plan
+    if val.train_meta_info:
+        write_meta_info(train_pairs, Path(val.train_meta_info))
     if held is not None:
-        if val.train_meta_info:
-            write_meta_info(train_pairs, Path(val.train_meta_info))
         write_meta_info(held, Path(val.meta_info))
     write_text_atomic(output, text)
     _print_summary(plan, ds, output)

@@ -195,7 +195,8 @@ def make_plan(
     put(t + "dataroot_gt", str(ds.gt_dir), "--gt")
     put(t + "dataroot_lq", str(ds.lq_dir), "--lq")
     if val.train_meta_info:
-        put(t + "meta_info", val.train_meta_info, f"all pairs except the {val.count} held out for validation")
+        why = f"all pairs except the {val.count} held out for validation" if val.kind == "holdout" else "the paired files only (some files have no partner)"
+        put(t + "meta_info", val.train_meta_info, why)
     plan.values[t + "lq_size"] = lq
     plan.values[t + "batch_size_per_gpu"] = batch
     plan.values[t + "accum_iter"] = accum

@@ -1,0 +1,688 @@
+"""Dataset analysis for `autosr init`: pair HR/LR files, sample them, measure → DatasetProfile.
+
+Planning a 100k-pair folder must take seconds, so: each folder is listed once (os.scandir, no
+stat per file), only a bounded deterministic sample is opened, sizes and modes come from image
+headers, and pixels are decoded for a small subset of that sample only.
+
+Vocabulary: GT = high-resolution (ground truth, `--gt`), LQ = low-resolution (`--lq`), as in
+traiNNer-redux. A pair's key is its path relative to its folder, posix-style, without extension.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import random
+import statistics
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from autosr.errors import AutosrError
+from autosr.fsutil import write_text_atomic
+
+IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"})
+SAMPLE = 256  # pairs whose headers are read
+STATS_PAIRS = 32  # pairs whose pixels are decoded for complexity and degradation
+STATS_CROP = 256  # centre crop (px) of each decoded image: the size of a training patch
+SHOW = 3  # names shown in messages before "… and N more"
+
+_GRAY = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SIXTEEN = {"I;16", "I;16B", "I;16L", "I;16N", "RGB;16", "RGBA;16"}
+_EXT_NAME = {"jpeg": "jpg", "tiff": "tif"}
+
+# JPEG Annex K luminance table: the reference that IJG quality settings scale.
+_JPEG_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+
+
+# ─── listing and pairing ──────────────────────────────────────────────────────────────────────
+
+
+class Pair:
+    """One HR/LR pair: `key` (relative path without extension, posix-style: "sub/0001"),
+    `gt` and `lq` (Paths). The paths are kept as text and made Path objects on access, because
+    building 200k Path objects would cost most of a second on a 100k-pair folder."""
+
+    __slots__ = ("key", "_gt", "_lq")
+
+    def __init__(self, key: str, gt: str | os.PathLike[str], lq: str | os.PathLike[str]) -> None:
+        self.key = key
+        self._gt = os.fspath(gt)
+        self._lq = os.fspath(lq)
+
+    @property
+    def gt(self) -> Path:
+        return Path(self._gt)
+
+    @property
+    def lq(self) -> Path:
+        return Path(self._lq)
+
+    @property
+    def gt_name(self) -> str:
+        """The GT file relative to the GT folder, posix-style, with extension."""
+        return self.key + _ext(self._gt)
+
+    @property
+    def lq_name(self) -> str:
+        return self.key + _ext(self._lq)
+
+    def _fields(self) -> tuple[str, str, str]:
+        return self.key, self._gt, self._lq
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pair) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Pair({self.key!r}, {self._gt!r}, {self._lq!r})"
+
+
+def _ext(path: str) -> str:
+    """'.png' from '/a/b.c/x.png' (the caller knows that the name has an extension)."""
+    return path[path.rfind("."):]
+
+
+@dataclass(frozen=True)
+class Pairing:
+    pairs: list[Pair]  # sorted by key
+    unpaired_gt: list[str]  # keys, sorted
+    unpaired_lq: list[str]
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """Every image under `folder` (recursive), keyed by relative path without extension.
+
+    Extensions match case-insensitively; hidden entries (".DS_Store", macOS "._x.png" forks)
+    are skipped. Two files with one key ("a.png" and "a.jpg") are an error: which one pairs?
+    """
+    return {key: Path(path) for key, path in _scan(Path(folder)).items()}
+
+
+def _scan(folder: Path) -> dict[str, str]:
+    """list_images with the paths as text (see Pair for why)."""
+    found: dict[str, str] = {}
+    visited = {os.path.realpath(folder)}
+    stack = [("", os.fspath(folder))]
+    while stack:
+        prefix, where = stack.pop()
+        try:
+            with os.scandir(where) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise AutosrError(f"cannot read folder {where}: {exc.strerror or exc}", "check its permissions") from exc
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            if entry.is_dir():  # uses d_type: no stat per entry on common file systems
+                if entry.is_symlink():  # a linked folder may loop back on itself
+                    real = os.path.realpath(entry.path)
+                    if real in visited:
+                        continue
+                    visited.add(real)
+                stack.append((f"{prefix}{name}/", entry.path))
+                continue
+            stem, dot, ext = name.rpartition(".")
+            if not dot or not stem or ext.lower() not in IMAGE_EXTS:
+                continue
+            key = prefix + stem
+            if key in found:
+                raise AutosrError(
+                    f"two images share the name '{key}' in {folder}: {os.path.basename(found[key])} and {name}",
+                    "keep one of them (pairs are matched by file name without extension)",
+                )
+            found[key] = entry.path
+    return found
+
+
+def pair_folders(gt_dir: Path, lq_dir: Path) -> Pairing:
+    """Match GT and LQ images by key; report what is left over on each side."""
+    gt_dir, lq_dir = Path(gt_dir), Path(lq_dir)
+    gt = _images_in(gt_dir, "HR (--gt)")
+    lq = _images_in(lq_dir, "LR (--lq)")
+    common = gt.keys() & lq.keys()
+    unpaired_gt = sorted(gt.keys() - common)
+    unpaired_lq = sorted(lq.keys() - common)
+    if not common:
+        raise AutosrError(
+            f"no pairs: no image in {gt_dir} has a namesake in {lq_dir} "
+            f"(HR e.g. {_few(unpaired_gt)}; LR e.g. {_few(unpaired_lq)})",
+            _no_pair_hint(gt.keys(), lq.keys()),
+        )
+    pairs = [Pair(k, gt[k], lq[k]) for k in sorted(common)]
+    return Pairing(pairs, unpaired_gt, unpaired_lq)
+
+
+def _images_in(folder: Path, role: str) -> dict[str, str]:
+    if not folder.exists():
+        raise AutosrError(f"{role} folder {folder} does not exist", "check the path")
+    if not folder.is_dir():
+        raise AutosrError(f"{role} path {folder} is not a folder", "pass the folder that holds the images")
+    images = _scan(folder)
+    if images:
+        return images
+    with os.scandir(folder) as it:
+        empty = next(it, None) is None
+    if empty:
+        raise AutosrError(f"{role} folder {folder} is empty", "put the images there, or pass another folder")
+    exts = ", ".join(sorted(IMAGE_EXTS))
+    raise AutosrError(f"{role} folder {folder} holds no image files", f"autosr reads {exts}")
+
+
+def _no_pair_hint(gt: Iterable[str], lq: Iterable[str]) -> str:
+    gt, lq = set(gt), set(lq)
+    if {k.lower() for k in gt} & {k.lower() for k in lq}:
+        return "some names differ only in letter case: rename them so that they match exactly"
+    if {k.rsplit("/", 1)[-1] for k in gt} & {k.rsplit("/", 1)[-1] for k in lq}:
+        return "the names match but the sub-folders differ: use the same layout in both folders"
+    return "HR and LR files pair by name: hr/0001.png ↔ lr/0001.png (drop suffixes such as 'x2')"
+
+
+def _few(names: Sequence[str], show: int = SHOW) -> str:
+    if not names:
+        return "none"
+    head = ", ".join(names[:show])
+    return head if len(names) <= show else f"{head} … and {len(names) - show} more"
+
+
+# ─── the profile ──────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class DatasetProfile:
+    gt_dir: Path
+    lq_dir: Path
+    pair_count: int
+    scale: int
+    scale_source: str  # "detected" | "set"
+    formats: dict[str, int]  # extension → files, over every paired file (GT and LQ)
+    sampled: int  # pairs whose headers were read
+    lq_min: tuple[int, int]  # (w, h) of the sampled LQ images: smallest, median, largest
+    lq_median: tuple[int, int]
+    lq_max: tuple[int, int]
+    smallest_side: int  # of the sampled LQ images
+    smallest_lq: str  # that image, relative to lq_dir
+    modes: dict[str, int]  # PIL mode → sampled images (GT and LQ); 16-bit RGB shows as "RGB;16"
+    notes: tuple[str, ...]
+    complexity: float  # 0..1, the runtime scheduler's formula on GT crops
+    complexity_label: str  # simple | moderate | complex
+    stats_pairs: int  # pairs decoded for complexity and degradation
+    degradation: dict[str, Any]
+    unpaired_gt: int
+    unpaired_lq: int
+    unpaired_gt_names: tuple[str, ...]  # the first few keys
+    unpaired_lq_names: tuple[str, ...]
+    same_names: bool  # every pair has one file name in both folders, at the top level
+    pairs: list[Pair] = field(repr=False, compare=False, default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary (no pair list)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "pairs"}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return value.as_posix()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _Header(NamedTuple):
+    size: tuple[int, int]
+    mode: str  # PIL mode, "RGB;16"/"RGBA;16" for 16-bit colour
+    rotated: bool  # EXIF orientation other than 1
+    jpeg_quality: int | None
+
+
+def analyse(
+    gt_dir: Path, lq_dir: Path, *, sample: int = SAMPLE, seed: int = 0, scale: int | None = None
+) -> DatasetProfile:
+    """Pair the folders, read a seeded sample of `sample` pairs, and profile the dataset.
+
+    Sizes, modes and the scale come from the headers of every sampled pair; pixels are decoded
+    for the first STATS_PAIRS of the sample only (complexity, degradation). Corrupt files are
+    therefore caught when their header is unreadable (whole sample) or their pixels are
+    (stats subset); files outside the sample are never opened.
+    """
+    gt_dir, lq_dir = Path(gt_dir), Path(lq_dir)
+    if scale is not None and not 1 <= scale <= 8:
+        raise AutosrError(f"--scale {scale} is out of range", "use an integer from 1 to 8")
+    pairing = pair_folders(gt_dir, lq_dir)
+    pairs = pairing.pairs
+    chosen = draw_sample(pairs, sample, seed)
+    heads = [(_read_header(p.gt), _read_header(p.lq)) for p in chosen]
+
+    found = scale if scale is not None else _pair_scale(chosen[0], *heads[0])
+    for pair, (gt, lq) in zip(chosen, heads, strict=True):
+        _check_scale(pair, gt, lq, found, chosen[0], heads[0], scale is not None)
+
+    by_size = sorted(zip(chosen, heads, strict=True), key=lambda ph: (min(ph[1][1].size), _area(ph[1][1].size)))
+    smallest, middle, largest = by_size[0], by_size[len(by_size) // 2], by_size[-1]
+    complexity, degradation = _pixel_stats(chosen[:STATS_PAIRS], [lq.jpeg_quality for _, lq in heads])
+    same_names = all("/" not in p.key and _ext(p._gt) == _ext(p._lq) for p in pairs)
+    return DatasetProfile(
+        gt_dir=gt_dir,
+        lq_dir=lq_dir,
+        pair_count=len(pairs),
+        scale=found,
+        scale_source="set" if scale is not None else "detected",
+        formats=_formats(pairs),
+        sampled=len(chosen),
+        lq_min=smallest[1][1].size,
+        lq_median=middle[1][1].size,
+        lq_max=largest[1][1].size,
+        smallest_side=min(smallest[1][1].size),
+        smallest_lq=smallest[0].lq_name,
+        modes=dict(Counter(h.mode for pair in heads for h in pair).most_common()),
+        notes=tuple(_notes(pairing, chosen, heads, same_names)),
+        complexity=round(complexity, 4),
+        complexity_label=complexity_label(complexity),
+        stats_pairs=min(len(chosen), STATS_PAIRS),
+        degradation=degradation,
+        unpaired_gt=len(pairing.unpaired_gt),
+        unpaired_lq=len(pairing.unpaired_lq),
+        unpaired_gt_names=tuple(pairing.unpaired_gt[:SHOW]),
+        unpaired_lq_names=tuple(pairing.unpaired_lq[:SHOW]),
+        same_names=same_names,
+        pairs=pairs,
+    )
+
+
+def draw_sample(pairs: Sequence[Pair], size: int, seed: int = 0) -> list[Pair]:
+    """A seeded random sample of `size` pairs (all of them when fewer), in draw order."""
+    if size >= len(pairs):
+        return list(pairs)
+    return random.Random(seed).sample(list(pairs), max(1, size))
+
+
+def complexity_label(value: float) -> str:
+    """The runtime scheduler's bands: < 0.3 simple, > 0.7 complex."""
+    return "simple" if value < 0.3 else "complex" if value > 0.7 else "moderate"
+
+
+def _area(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
+def _formats(pairs: Sequence[Pair]) -> dict[str, int]:
+    raw = Counter(_ext(p._gt).lower() for p in pairs) + Counter(_ext(p._lq).lower() for p in pairs)
+    counts: Counter[str] = Counter()
+    for ext, n in raw.items():
+        counts[_EXT_NAME.get(ext[1:], ext[1:])] += n
+    return dict(counts.most_common())
+
+
+# ─── headers and scale ────────────────────────────────────────────────────────────────────────
+
+
+def _read_header(path: Path) -> _Header:
+    """Size, mode, EXIF rotation and JPEG quality from the header: no pixels are decoded."""
+    try:
+        with _quiet(), Image.open(path) as im:
+            size, mode = im.size, im.mode
+            if mode in ("RGB", "RGBA") and ";16" in _rawmode(im):
+                mode += ";16"  # Pillow reads 16-bit colour PNG/TIFF as 8-bit RGB: keep the fact
+            rotated = "exif" in im.info and im.getexif().get(0x0112, 1) not in (0, 1)
+            quality = _jpeg_quality(im) if im.format == "JPEG" else None
+    except Exception as exc:  # noqa: BLE001 - a broken file can raise almost anything inside PIL
+        raise _corrupt(path, exc) from exc
+    if size[0] < 1 or size[1] < 1:
+        raise _corrupt(path, ValueError(f"size {size[0]}×{size[1]}"))
+    return _Header(size, mode, rotated, quality)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence PIL's warnings (large-image, palette transparency): nothing a user can act on here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _rawmode(im: Image.Image) -> str:
+    if not im.tile:
+        return ""
+    args = im.tile[0][3]
+    return str(args[0] if isinstance(args, tuple) and args else args)
+
+
+def _jpeg_quality(im: Image.Image) -> int | None:
+    """Approximate IJG quality (1–100) from the luminance quantisation table in the header."""
+    tables = getattr(im, "quantization", None) or {}
+    luma = tables.get(0)
+    if not luma or len(luma) != 64:
+        return None
+    scale = 100.0 * sum(luma) / sum(_JPEG_LUMA)  # IJG: table = reference × scale / 100
+    quality = (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
+    return int(round(min(100.0, max(1.0, quality))))
+
+
+def _corrupt(path: Path, exc: BaseException) -> AutosrError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, Image.DecompressionBombError):
+        return AutosrError(f"image {path} is too large to read safely: {reason}", "cut it into tiles")
+    return AutosrError(f"cannot read image {path}: {reason}", "the file is corrupt or not an image: replace or remove it")
+
+
+def _pair_scale(pair: Pair, gt: _Header, lq: _Header) -> int:
+    """The integer scale of one pair; the LR side may be off by 1 px (odd HR sizes)."""
+    (gw, gh), (lw, lh) = gt.size, lq.size
+    if lw > gw or lh > gh:
+        raise AutosrError(
+            f"LR image {pair.lq} ({lw}×{lh}) is larger than its HR image {pair.gt} ({gw}×{gh})",
+            "--gt takes the high-resolution folder and --lq the low-resolution one: are they swapped?",
+        )
+    sw, sh = round(gw / lw), round(gh / lh)
+    fits = sw == sh and 1 <= sw <= 8 and abs(gw / sw - lw) <= 1 and abs(gh / sh - lh) <= 1
+    if not fits:
+        raise AutosrError(
+            f"pair '{pair.key}' has no integer scale from 1 to 8: HR {gw}×{gh}, LR {lw}×{lh} "
+            f"(width ×{gw / lw:.2f}, height ×{gh / lh:.2f})",
+            "each LR image must be the HR image shrunk by one integer factor (±1 px)",
+        )
+    return sw
+
+
+def _check_scale(
+    pair: Pair, gt: _Header, lq: _Header, want: int, ref: Pair, ref_heads: tuple[_Header, _Header], is_set: bool
+) -> None:
+    got = _pair_scale(pair, gt, lq)
+    if got == want:
+        return
+    this = f"'{pair.key}' is ×{got} (HR {_wh(gt.size)}, LR {_wh(lq.size)})"
+    if is_set:
+        raise AutosrError(f"--scale {want} was set but pair {this}", f"drop --scale, or fix the pair in {pair.lq.parent}")
+    raise AutosrError(
+        f"scales disagree: pair '{ref.key}' is ×{want} (HR {_wh(ref_heads[0].size)}, LR {_wh(ref_heads[1].size)}) "
+        f"but pair {this}",
+        "every pair must have the same scale: split the dataset by scale",
+    )
+
+
+def _wh(size: tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]}"
+
+
+# ─── notes ────────────────────────────────────────────────────────────────────────────────────
+
+
+def _notes(
+    pairing: Pairing, chosen: list[Pair], heads: list[tuple[_Header, _Header]], same_names: bool
+) -> list[str]:
+    notes = []
+    for side, keys, partner in (("HR", pairing.unpaired_gt, "LR"), ("LR", pairing.unpaired_lq, "HR")):
+        if keys:
+            notes.append(f"{len(keys)} {side} file(s) without an {partner} partner are skipped: {_few(keys)}")
+    images = [h for pair in heads for h in pair]
+    odd = (
+        (_GRAY, "grayscale (read as RGB)"),
+        (_ALPHA, "with an alpha channel (alpha is dropped)"),
+        ({"P", "PA"}, "palette-based (converted to RGB)"),
+        ({"CMYK", "YCbCr", "LAB", "HSV"}, "in an unusual colour space (converted to RGB)"),
+        (_SIXTEEN, "16-bit per channel (accepted)"),
+    )
+    for modes, what in odd:
+        hits = Counter(h.mode for h in images if h.mode in modes)
+        if hits:
+            notes.append(f"{sum(hits.values())} of {len(images)} sampled images are {what}: {_modes(hits)}")
+    mixed = [p.key for p, (g, q) in zip(chosen, heads, strict=True) if _base_mode(g.mode) != _base_mode(q.mode)]
+    if mixed:
+        notes.append(f"{len(mixed)} sampled pair(s) differ in colour mode between HR and LR: {_few(mixed)}")
+    rotated = [p.key for p, (g, q) in zip(chosen, heads, strict=True) if g.rotated or q.rotated]
+    if rotated:
+        notes.append(
+            f"{len(rotated)} sampled pair(s) carry an EXIF rotation, which image loaders honour "
+            f"differently: {_few(rotated)} — save them upright without the tag"
+        )
+    spaced = [p.key for p in pairing.pairs if " " in p.key]
+    if not same_names or spaced:
+        why = f"{len(spaced)} file name(s) contain spaces" if spaced else "HR and LR file names differ (extension or sub-folder)"
+        notes.append(f"{why}: traiNNer-redux's own loader pairs identical top-level names without spaces only")
+    if len(pairing.pairs) == 1:
+        notes.append("only one pair: fine for a smoke test, far too little to train a useful model")
+    return notes
+
+
+def _modes(hits: Counter[str]) -> str:
+    return ", ".join(f"{mode} ×{n}" for mode, n in hits.most_common())
+
+
+def _base_mode(mode: str) -> str:
+    return "gray" if mode in _GRAY else mode.split(";")[0].rstrip("A").rstrip("a") or mode
+
+
+# ─── pixel statistics ─────────────────────────────────────────────────────────────────────────
+
+
+def _pixel_stats(pairs: Sequence[Pair], jpeg_qualities: Sequence[int | None]) -> tuple[float, dict[str, Any]]:
+    """Complexity of GT crops and degradation of LQ crops, over a few pairs."""
+    scores, blocks, sigmas = [], [], []
+    for pair in pairs:
+        scores.append(image_complexity(_load_rgb(pair.gt)))
+        rgb = _load_rgb(pair.lq, align=8) * 255.0
+        if min(rgb.shape[:2]) >= 24:  # too small a crop says nothing about 8-px blocks
+            blocks.append(jpeg_blockiness(_luma(rgb)))
+            # per channel: the σ of noise added to each of R, G, B (luma would read ~0.67σ)
+            sigmas.append(float(np.mean([noise_sigma(rgb[..., c]) for c in range(3)])))
+    complexity = float(np.mean(scores)) if scores else 0.0
+    return complexity, _degradation(blocks, sigmas, [q for q in jpeg_qualities if q is not None])
+
+
+def _load_rgb(path: Path, crop: int = STATS_CROP, align: int = 1) -> np.ndarray:
+    """A centre crop (≤ crop px, origin on a multiple of `align`) as H×W×3 float32 in [0, 1]."""
+    try:
+        with _quiet(), Image.open(path) as im:
+            im.load()
+            w, h = im.size
+            cw, ch = min(w, crop), min(h, crop)
+            x0, y0 = (w - cw) // 2 // align * align, (h - ch) // 2 // align * align
+            part = im.crop((x0, y0, x0 + cw, y0 + ch))
+            return _to_float_rgb(part)
+    except Exception as exc:  # noqa: BLE001 - truncated or broken pixel data surfaces here
+        raise _corrupt(path, exc) from exc
+
+
+def _to_float_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode → H×W×3 float32 in [0, 1], keeping 16-bit precision where PIL has it."""
+    if im.mode.startswith("I;16"):
+        arr = np.asarray(im, dtype=np.float32) / 65535.0
+    elif im.mode in ("I", "F"):  # 32-bit int or float: range unknown, infer it from the data
+        arr = np.asarray(im, dtype=np.float32)
+        peak = float(arr.max()) if arr.size else 0.0
+        arr = arr / (65535.0 if peak > 255 else 255.0 if peak > 1 else 1.0)
+    else:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return np.clip(arr, 0.0, 1.0)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def image_complexity(img: np.ndarray) -> float:
+    """The runtime scheduler's dataset complexity of one float image in [0, 1]:
+    mean of min(10·var, 1), min(10·(mean|∂x| + mean|∂y|), 1) and min(2·(max − min), 1)."""
+    if img.size == 0:
+        return 0.0
+    variance = min(10.0 * float(img.var()), 1.0)
+    dx = float(np.abs(np.diff(img, axis=1)).mean()) if img.shape[1] > 1 else 0.0
+    dy = float(np.abs(np.diff(img, axis=0)).mean()) if img.shape[0] > 1 else 0.0
+    edges = min(10.0 * (dx + dy), 1.0)
+    spread = min(2.0 * float(img.max() - img.min()), 1.0)
+    return (variance + edges + spread) / 3.0
+
+
+def jpeg_blockiness(luma: np.ndarray) -> float:
+    """How much stronger luma steps are on one 8-px grid phase than on the others.
+
+    The mean |difference| between neighbouring columns (and rows) is gathered per position
+    modulo 8; JPEG quantises each 8×8 block on its own, so the steps across block borders stand
+    out. Score = strongest phase / median phase: ≈1.0 for clean images, well above 1 for
+    JPEG-compressed ones. Taking the strongest phase finds the grid even after a crop shifted it.
+    """
+    dx = np.abs(np.diff(luma, axis=1)).mean(axis=0)
+    dy = np.abs(np.diff(luma, axis=0)).mean(axis=1)
+    profile = np.array([dx[p::8].mean() + dy[p::8].mean() for p in range(8)])
+    middle = float(np.median(profile))
+    return float(profile.max() / middle) if middle > 1e-6 else 1.0
+
+
+def noise_sigma(plane: np.ndarray) -> float:
+    """Robust noise level of one channel, in its units (Immerkær's operator, median not mean).
+
+    The residual of the 3×3 kernel [[1,−2,1],[−2,4,−2],[1,−2,1]] cancels flat areas, ramps and
+    straight edges, leaving mostly noise; for Gaussian noise of σ its standard deviation is 6σ.
+    σ = 1.4826 · median|residual| / 6 (MAD → σ), so the few strong edges left over barely count.
+    """
+    y = plane
+    r = (
+        y[:-2, :-2] - 2 * y[:-2, 1:-1] + y[:-2, 2:]
+        - 2 * y[1:-1, :-2] + 4 * y[1:-1, 1:-1] - 2 * y[1:-1, 2:]
+        + y[2:, :-2] - 2 * y[2:, 1:-1] + y[2:, 2:]
+    )  # fmt: skip
+    return float(1.4826 * np.median(np.abs(r)) / 6.0) if r.size else 0.0
+
+
+BLOCKY = 1.2  # blockiness above this: visible JPEG blocks
+NOISY = 4.0  # σ above this (8-bit units): visibly noisy
+LOSSY_QUALITY = 80  # LQ stored as JPEG below this quality counts as JPEG-degraded
+
+
+def _degradation(blocks: list[float], sigmas: list[float], qualities: list[int]) -> dict[str, Any]:
+    """How the LQ images are degraded, beyond being smaller. Keys:
+
+    - jpeg_blockiness: median of jpeg_blockiness() over the decoded LQ crops (≈1.0 clean,
+      > BLOCKY visible 8×8 blocks: JPEG happened at some point, whatever the file type now);
+    - noise_sigma: median of noise_sigma() per RGB channel, 8-bit units (> NOISY: visibly noisy);
+    - jpeg_quality: median IJG quality of the sampled LQ files stored as JPEG, estimated from
+      the quantisation table in their headers; None when none is a JPEG;
+    - label: "jpeg" (blocky, or stored below LOSSY_QUALITY), "noisy", "jpeg+noisy", "clean",
+      or "unknown" when the LQ images are too small (< 24 px) to measure;
+    - measured_on: how many LQ crops were measured. Unmeasured values are None.
+    """
+    block = round(float(np.median(blocks)), 3) if blocks else None
+    sigma = round(float(np.median(sigmas)), 2) if sigmas else None
+    quality = int(statistics.median_low(qualities)) if qualities else None
+    kinds = []
+    if (block is not None and block > BLOCKY) or (quality is not None and quality < LOSSY_QUALITY):
+        kinds.append("jpeg")
+    if sigma is not None and sigma > NOISY:
+        kinds.append("noisy")
+    label = "+".join(kinds) if kinds else "clean" if blocks else "unknown"
+    return {
+        "label": label,
+        "jpeg_blockiness": block,
+        "noise_sigma": sigma,
+        "jpeg_quality": quality,
+        "measured_on": len(blocks),
+    }
+
+
+# ─── patch size, validation hold-out, meta_info ───────────────────────────────────────────────
+
+
+def check_patch(profile: DatasetProfile, lq_size: int) -> None:
+    """Fail when the smallest sampled LR image cannot hold one training patch."""
+    if profile.smallest_side >= lq_size:
+        return
+    path = profile.lq_dir / profile.smallest_lq
+    fit = profile.smallest_side // 8 * 8
+    what = f"pass a smaller patch with --set datasets.train.lq_size={fit}, or " if fit >= 16 else ""
+    raise AutosrError(
+        f"LR image {path} is {_wh(profile.lq_min)}: smaller than the {lq_size}px training patch",
+        f"{what}remove the LR images (and their HR partners) under {lq_size}px",
+    )
+
+
+class Split(NamedTuple):
+    """Training and validation pairs; `train, val = hold_out(pairs)` unpacks it."""
+
+    train: list[Pair]
+    val: list[Pair]
+
+    @property
+    def shared(self) -> bool:
+        """True when the validation pairs are also trained on (a dataset of one pair)."""
+        return bool(self.val) and self.val[0] in self.train
+
+    def describe(self) -> str:
+        if self.shared:
+            return "only one pair: it is used for both training and validation (metrics will flatter)"
+        return f"held out {len(self.val)} of {len(self.train) + len(self.val)} pairs for validation: " + _few(
+            [p.key for p in self.val]
+        )
+
+
+def hold_out(
+    pairs: Sequence[Pair], *, fraction: float = 0.01, cap: int = 16, minimum: int = 1, seed: int = 0
+) -> Split:
+    """Hold out fraction·n pairs (at least `minimum`, at most `cap`, never all) for validation.
+
+    Pairs are ranked by a hash of (seed, key) rather than drawn at random, so that adding
+    images later leaves the validation set as it was (once the cap is reached) and runs stay
+    comparable. A single pair is used for both sides (see Split.shared).
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise AutosrError("no pairs to split into training and validation sets", "check the dataset folders")
+    if len(pairs) == 1:
+        return Split(pairs, list(pairs))
+    count = min(max(int(len(pairs) * fraction), minimum), cap, len(pairs) - 1)
+
+    def rank(p: Pair) -> bytes:
+        return hashlib.sha1(f"{seed}:{p.key}".encode()).digest()
+
+    val = sorted(heapq.nsmallest(count, pairs, key=rank), key=lambda p: p.key)
+    held = {p.key for p in val}
+    return Split(sorted((p for p in pairs if p.key not in held), key=lambda p: p.key), val)
+
+
+def write_meta_info(pairs: Iterable[Pair], path: Path) -> Path:
+    """Write a traiNNer-redux meta_info file: one GT path per line, relative to the GT folder.
+
+    traiNNer-redux resolves each line's LQ file as dataroot_lq/<basename of the line>, so the
+    file serves its loader when HR and LR names are identical and top-level (profile.same_names).
+    Written to a temporary file and renamed, so a crash never leaves half a list.
+    """
+    path = Path(path)
+    write_text_atomic(path, "".join(f"{p.gt_name}\n" for p in pairs))
+    return path
+
+
+def read_meta_info(path: Path) -> list[str]:
+    """The GT names listed in a meta_info file, one per non-empty line; a trailing shape field
+    in BasicSR's style ("0001.png (480,480,3)") is dropped. Names may contain spaces here,
+    unlike in traiNNer-redux, which keeps only the text before the first space."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise AutosrError(f"cannot read meta_info file {path}: {exc.strerror or exc}", "check the path") from exc
+    names = []
+    for raw in lines:
+        line = raw.strip()
+        name, sep, last = line.rpartition(" ")
+        names.append(name.rstrip() if sep and last.startswith("(") else line)
+    return [n for n in names if n]
