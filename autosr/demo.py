@@ -1,0 +1,59 @@
+"""`autosr demo`: a small generated paired set → `init` → a short `train` → where the results are.
+
+Runs in a few minutes on a 2-core CPU; on a GPU it is over in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+
+from autosr.init_cmd import run_init
+from autosr.synthetic import write_pairs
+
+err = Console(stderr=True, highlight=False)
+PAIRS = 48
+
+
+def run_demo(folder: Path, *, iters: int = 300) -> None:
+    folder = Path(folder)
+    data = folder / "data"
+    if not (data / "hr").is_dir():
+        err.print(f"writing {PAIRS} example pairs (×2) to {data}")
+        write_pairs(data, PAIRS, scale=2, size=(192, 160), seed=7)
+    config = folder / "demo.yml"
+    overrides = [
+        f"train.total_iter={iters}",
+        f"train.warmup_iter={max(10, iters // 20)}",
+        "train.optim_g.lr=1.0e-3",  # a short run: a bolder LR than the 40k-iteration preset
+        "datasets.train.lq_size=32",
+        f"val.val_freq={max(10, iters // 4)}",
+        f"logger.print_freq={max(5, iters // 10)}",
+        f"logger.save_checkpoint_freq={max(10, iters // 2)}",
+    ]
+    run_init(
+        gt=data / "hr", lq=data / "lr", arch="paragonsr2_nano", val_gt=None, val_lq=None, output=config,
+        name="demo", scale=None, overrides=overrides, flavor="fork", force=True, print_only=False,
+        explain=False, sample=256,
+    )
+    run_dir = folder / "runs" / "demo"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # the demo always starts fresh
+    from autosr.train.run import train_from_file
+
+    code = train_from_file(config, out_dir=folder / "runs", resume=None, overrides=[], dry_run=False)
+    if code:
+        return
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    base = next((r for r in records if r.get("kind") == "baseline"), {})
+    vals = [r for r in records if r.get("kind") == "val"]
+    if base and vals:
+        best = max(vals, key=lambda r: r["psnr"])
+        err.print(
+            f"[bold]demo result[/bold]: PSNR {best['psnr']:.2f} dB at iteration {best['iter']} "
+            f"vs bicubic {base['psnr']:.2f} dB ({best['psnr'] - base['psnr']:+.2f} dB)"
+        )
+    err.print(f"next: look at {run_dir}, or train on your own folders: autosr init --gt HR/ --lq LR/ && autosr train auto.yml")

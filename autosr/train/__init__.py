@@ -1,0 +1,1 @@
+"""The runtime: training loop, data, losses, metrics, checkpoints."""

@@ -1,0 +1,186 @@
+"""Training throughput: the full step with the real data pipeline vs the same step on a batch
+already on the device (the GPU-bound ceiling). Ratios are measured in one run.
+
+    python benchmarks/train_throughput.py --arch paragonsr2_nano --batch 256 --lq 64
+    python benchmarks/train_throughput.py --arch paragonsr2_s --batch 128 --lq 64 --compile
+
+Writes a generated paired set (or uses --data DIR with hr/ and lr/), builds autosr's Trainer from
+a config like the one `autosr init` writes, and times N steps each way after warm-up. Prints the
+device, versions, samples/s of both, their ratio and peak VRAM; `--json FILE` saves them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autosr.config import validate  # noqa: E402
+from autosr.journal import Journal  # noqa: E402
+from autosr.synthetic import write_pairs  # noqa: E402
+from autosr.train.setup import DistInfo  # noqa: E402
+from autosr.train.trainer import Trainer  # noqa: E402
+
+
+def make_config(
+    data: Path,
+    arch: str,
+    batch: int,
+    lq: int,
+    scale: int,
+    precision: str,
+    compile_: bool,
+    channels_last: bool,
+    workers: int,
+) -> dict:
+    return {
+        "name": "bench",
+        "scale": scale,
+        "num_gpu": "auto",
+        "path": {},
+        "manual_seed": 0,
+        "use_amp": precision != "fp32",
+        "amp_bf16": precision == "bf16",
+        "use_channels_last": channels_last,
+        "fast_matmul": True,
+        "use_compile": compile_,
+        "network_g": {"type": arch, "scale": scale},
+        "datasets": {
+            "train": {
+                "name": "bench",
+                "type": "pairedimagedataset",
+                "dataroot_gt": str(data / "hr"),
+                "dataroot_lq": str(data / "lr"),
+                "lq_size": lq,
+                "batch_size_per_gpu": batch,
+                "num_worker_per_gpu": workers,
+                "accum_iter": 1,
+                "use_hflip": True,
+                "use_rot": True,
+            }
+        },
+        "train": {
+            "total_iter": 10**6,
+            "optim_g": {"type": "AdamW", "lr": 2e-4, "weight_decay": 1e-4, "betas": [0.9, 0.99]},
+            "warmup_iter": -1,
+            "ema_decay": 0.999,
+            "grad_clip": True,
+            "grad_clip_max_norm": 1.0,
+            "losses": [{"type": "l1loss", "loss_weight": 1.0}],
+        },
+        "val": {"val_enabled": False},
+        "logger": {"print_freq": 10**6, "save_checkpoint_freq": 10**6, "use_tb_logger": False},
+    }
+
+
+def timed_steps(trainer: Trainer, steps: int) -> float:
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer._set_lr()
+        trainer._step()
+        trainer.iteration += 1
+    sync()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", default="paragonsr2_nano")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lq", type=int, default=64)
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--images", type=int, default=64, help="generated pairs (HR 512×512)")
+    parser.add_argument("--data", type=Path, help="folder with hr/ and lr/ (default: generate)")
+    parser.add_argument(
+        "--force-loader", action="store_true", help="stream from disk with workers instead of the cache"
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    data = args.data
+    if data is None:
+        data = Path(tempfile.gettempdir()) / f"autosr-bench-x{args.scale}-{args.images}"
+        if not (data / "hr").is_dir():
+            write_pairs(data, args.images, scale=args.scale, size=(512, 512), seed=1)
+    tree = make_config(
+        data,
+        args.arch,
+        args.batch,
+        args.lq,
+        args.scale,
+        args.precision,
+        args.compile,
+        not args.no_channels_last,
+        args.workers,
+    )
+    cfg = validate(tree, "benchmark config")
+    if args.force_loader:
+        import autosr.train.setup as setup
+
+        setup.cache_budget_bytes = lambda device: (0, "forced to stream (--force-loader)")
+        import autosr.train.trainer as trainer_module
+
+        trainer_module.cache_budget_bytes = setup.cache_budget_bytes
+    trainer = Trainer(cfg, None, DistInfo(), Journal(None), quiet=True)
+
+    compile_started = time.perf_counter()
+    timed_steps(trainer, args.warmup)  # includes torch.compile's first-step build
+    warm_seconds = time.perf_counter() - compile_started
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    full = timed_steps(trainer, args.steps)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if trainer.device.type == "cuda" else None
+
+    # The ceiling: the same step with one batch already on the device (no data pipeline at all).
+    fixed = trainer.source.next_batch()
+    trainer.source.next_batch = lambda: fixed  # type: ignore[method-assign]
+    timed_steps(trainer, 3)
+    ceiling = timed_steps(trainer, args.steps)
+
+    result = {
+        "device": torch.cuda.get_device_name()
+        if trainer.device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "arch": args.arch,
+        "scale": args.scale,
+        "lq": args.lq,
+        "batch": trainer.batch_size,
+        "precision": trainer.precision.label,
+        "channels_last": trainer.channels_last,
+        "compile": args.compile,
+        "data": trainer.source.kind,
+        "data_reason": trainer.data_reason,
+        "warmup_seconds": round(warm_seconds, 2),
+        "end_to_end_samples_s": round(args.steps * trainer.batch_size / full, 1),
+        "ceiling_samples_s": round(args.steps * trainer.batch_size / ceiling, 1),
+        "peak_vram_gib": round(peak, 2) if peak is not None else None,
+    }
+    result["ratio"] = round(result["end_to_end_samples_s"] / result["ceiling_samples_s"], 3)
+    print(json.dumps(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    trainer.source.close()
+
+
+if __name__ == "__main__":
+    main()
