@@ -149,7 +149,7 @@ def train(
 @guarded
 def demo(
     folder: Annotated[Path, typer.Option("--dir", help="Where to write the example data and run.")] = Path("autosr-demo"),
-    iters: Annotated[int, typer.Option("--iters", min=10, help="Training iterations for the example run.")] = 300,
+    iters: Annotated[int, typer.Option("--iters", min=10, help="Training iterations for the example run.")] = 600,
 ) -> None:
     """Write a small paired example set, run `init` and a short `train` on it, and show where the results are."""
     from autosr.demo import run_demo

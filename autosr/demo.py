@@ -18,7 +18,7 @@ err = Console(stderr=True, highlight=False)
 PAIRS = 48
 
 
-def run_demo(folder: Path, *, iters: int = 300) -> None:
+def run_demo(folder: Path, *, iters: int = 600) -> None:
     folder = Path(folder)
     data = folder / "data"
     if not (data / "hr").is_dir():
@@ -28,8 +28,10 @@ def run_demo(folder: Path, *, iters: int = 300) -> None:
     overrides = [
         f"train.total_iter={iters}",
         f"train.warmup_iter={max(10, iters // 20)}",
-        "train.optim_g.lr=1.0e-3",  # a short run: a bolder LR than the 40k-iteration preset
-        "datasets.train.lq_size=32",
+        "train.optim_g.lr=5.0e-3",  # a short run: a bolder LR than the 40k-iteration preset
+        "datasets.train.lq_size=32",  # small patches and no accumulation: many quick steps on a CPU
+        "datasets.train.batch_size_per_gpu=16",
+        "datasets.train.accum_iter=1",
         f"val.val_freq={max(10, iters // 4)}",
         f"logger.print_freq={max(5, iters // 10)}",
         f"logger.save_checkpoint_freq={max(10, iters // 2)}",

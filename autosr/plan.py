@@ -57,9 +57,18 @@ class Plan:
     values: dict[str, Decision] = field(default_factory=dict)  # dotted key → decision, in YAML order
     notes: list[str] = field(default_factory=list)
     flavor: str = "fork"
+    fixed: dict[str, Any] = field(default_factory=dict)  # the user's --set values, by key
 
-    def put(self, key: str, value: Any, reason: str, source: str = "auto") -> None:  # noqa: D401
-        self.values[key] = Decision(value, reason, source)
+    def put(self, key: str, value: Any, reason: str, source: str = "auto") -> None:
+        self.decide(key, Decision(value, reason, source))
+
+    def decide(self, key: str, decision: Decision) -> Any:
+        """Record a decision — unless the user set this key, which wins — and return the value, so
+        that values derived later (milestones from total_iter…) follow the user's choice."""
+        if key in self.fixed:
+            decision = Decision(self.fixed[key], "set with --set", "set")
+        self.values[key] = decision
+        return decision.value
 
     def get(self, key: str) -> Any:
         return self.values[key].value
@@ -104,18 +113,18 @@ def _patch(ds: DatasetProfile, preset: Preset) -> Decision:
     return Decision(fitted, f"preset wants {preset.lq_size} px, smallest sampled LR side is {ds.smallest_side} px")
 
 
-def _batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int) -> tuple[Decision, Decision]:
+def _batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int) -> Decision:
     estimate = estimate_batch(hw, preset, lq_size=lq, scale=scale)
     cap = MAX_BATCH if hw.backend == "cuda" else CPU_MAX_BATCH
     batch = min(int(estimate.value), cap)
-    reason = estimate.reason if batch == estimate.value else f"{estimate.reason}; capped at {cap}"
+    return Decision(batch, estimate.reason if batch == estimate.value else f"{estimate.reason}; capped at {cap}")
+
+
+def _accum(preset: Preset, batch: int) -> Decision:
     accum = max(1, math.ceil(preset.effective_batch / batch))
-    accum_reason = (
-        f"{batch} × {accum} reaches the preset's reference batch {preset.effective_batch}"
-        if accum > 1
-        else f"batch {batch} already ≥ reference batch {preset.effective_batch}"
-    )
-    return Decision(batch, reason), Decision(accum, accum_reason)
+    if accum > 1:
+        return Decision(accum, f"{batch} × {accum} reaches the preset's reference batch {preset.effective_batch}")
+    return Decision(1, f"batch {batch} already ≥ reference batch {preset.effective_batch}")
 
 
 def _lr(preset: Preset, effective: int) -> Decision:
@@ -163,8 +172,8 @@ def make_plan(
         preset, arch_reason = pick_arch(hw, ds.scale)
         arch_source = "auto"
     scale = ds.scale
-    plan = Plan(flavor=flavor)
-    put = plan.put
+    plan = Plan(flavor=flavor, fixed=dict(parse_override(o) for o in overrides))
+    put, decide = plan.put, plan.decide
 
     put("name", name or _slug(f"{scale}x_{preset.arch}_{ds.gt_dir.name}"), "set with --name" if name else "scale, arch and dataset folder", "set" if name else "auto")
     put("scale", scale, f"{'set with --scale' if ds.scale_source == 'set' else 'HR/LR size ratio of'} {ds.sampled} sampled pairs")
@@ -186,8 +195,7 @@ def make_plan(
     put("network_g.type", preset.arch, arch_reason, **net_source)
     put("network_g.scale", scale, "same as scale")
 
-    lq = _patch(ds, preset)
-    batch, accum = _batch(hw, preset, lq.value, scale)
+    lq = decide("datasets.train.lq_size", _patch(ds, preset))
     workers = choose_workers(hw)
     t = "datasets.train."
     put(t + "name", ds.gt_dir.name or "train", "from the HR folder name")
@@ -197,9 +205,9 @@ def make_plan(
     if val.train_meta_info:
         why = f"all pairs except the {val.count} held out for validation" if val.kind == "holdout" else "the paired files only (some files have no partner)"
         put(t + "meta_info", val.train_meta_info, why)
-    plan.values[t + "lq_size"] = lq
-    plan.values[t + "batch_size_per_gpu"] = batch
-    plan.values[t + "accum_iter"] = accum
+    plan.values[t + "lq_size"] = plan.values.pop(t + "lq_size")  # keep the YAML order: patch after paths
+    batch = decide(t + "batch_size_per_gpu", _batch(hw, preset, lq, scale))
+    accum = decide(t + "accum_iter", _accum(preset, batch))
     put(t + "num_worker_per_gpu", workers.value, workers.reason)
     put(t + "use_hflip", True, "flips are free extra data for SR")
     put(t + "use_rot", True, "so are 90° rotations")
@@ -214,17 +222,15 @@ def make_plan(
     if val.meta_info:
         put(v + "meta_info", val.meta_info, f"{val.count} pair(s) held out of training, never trained on")
 
-    total = _total_iter(preset, ds.pair_count)
-    total_iter = total.value
     tr = "train."
-    plan.values[tr + "total_iter"] = total
-    lr = _lr(preset, batch.value * accum.value)
+    total_iter = decide(tr + "total_iter", _total_iter(preset, ds.pair_count))
+    step = 100 if total_iter >= 2500 else 10  # round derived iteration counts to readable numbers
     put(tr + "optim_g.type", "AdamW", "decoupled weight decay; the preset's optimizer")
-    plan.values[tr + "optim_g.lr"] = lr
+    decide(tr + "optim_g.lr", _lr(preset, batch * accum))
     put(tr + "optim_g.weight_decay", float(preset.optimizer["weight_decay"]), "preset")
     put(tr + "optim_g.betas", [float(b) for b in preset.optimizer["betas"]], "preset")
     put(tr + "scheduler.type", "MultiStepLR", "step decay composes with EMA and the LR automation")
-    put(tr + "scheduler.milestones", [_round_to(total_iter * f, 100) for f in (0.75, 0.875)], "75% and 87.5% of the run")
+    put(tr + "scheduler.milestones", [_round_to(total_iter * f, step) for f in (0.75, 0.875)], "75% and 87.5% of the run")
     put(tr + "scheduler.gamma", 0.5, "halve the LR at each milestone")
     warmup = min(preset.warmup_iter, total_iter // 10)
     put(tr + "warmup_iter", warmup, f"preset {preset.warmup_iter}" + (", at most 10% of the run" if warmup < preset.warmup_iter else ""))
@@ -243,9 +249,8 @@ def make_plan(
         for name_ in AUTOMATIONS:
             put(a + name_ + ".enabled", True, "no hand-set parameters")
 
-    val_freq = _round_to(total_iter / 25, 100)
     put("val.val_enabled", True, f"{val.count} validation pair(s)")
-    put("val.val_freq", val_freq, f"~25 validations over {total_iter} iterations")
+    val_freq = decide("val.val_freq", Decision(_round_to(total_iter / 25, step), f"~25 validations over {total_iter} iterations"))
     put("val.save_img", False, "metrics only; saving images slows validation")
     put("val.metrics_enabled", True, "PSNR and SSIM track progress")
     for metric in ("psnr", "ssim"):

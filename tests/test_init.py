@@ -204,3 +204,11 @@ def test_init_bad_input_is_one_line_exit_2_nothing_written(pair_set, tmp_path, a
 def test_init_missing_folder(tmp_path):
     result = runner.invoke(app, ["init", "--gt", str(tmp_path / "nope"), "--lq", str(tmp_path), "-o", str(tmp_path / "a.yml")])
     assert result.exit_code == 2 and "nope" in result.output
+
+
+def test_set_values_feed_the_values_derived_from_them(profile):
+    plan = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_nano", val=val_for(profile),
+                     overrides=["train.total_iter=600", "datasets.train.batch_size_per_gpu=4"])
+    assert plan.get("train.scheduler.milestones") == [450, 520]
+    assert plan.get("val.val_freq") == 20 and plan.get("train.warmup_iter") == 60
+    assert plan.get("datasets.train.accum_iter") == 8  # 4 × 8 reaches nano's reference batch 32
