@@ -1,0 +1,201 @@
+"""autosr train on the CPU: learning, determinism, exact resume, OOM back-off, hooks, Ctrl-C, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from autosr.cli import app
+from autosr.config import load_config
+from autosr.init_cmd import run_init
+from autosr.journal import Journal, read_journal
+from autosr.synthetic import write_pairs
+from autosr.train.hooks import Automation
+from autosr.train.run import train_from_file
+from autosr.train.safetensors_io import load_safetensors
+from autosr.train.setup import DistInfo
+from autosr.train.trainer import Trainer
+
+runner = CliRunner()
+FAST = [
+    "datasets.train.lq_size=32", "datasets.train.batch_size_per_gpu=8", "datasets.train.accum_iter=1",
+    "train.optim_g.lr=5.0e-3", "train.warmup_iter=10", "logger.print_freq=5",
+]
+
+
+def make_config(tmp_path: Path, pair_set, iters: int, extra: list[str] = (), val: tuple[Path, Path] | None = None) -> Path:
+    hr, lr = pair_set
+    out = tmp_path / "cfg.yml"
+    val_gt, val_lq = val or (None, None)
+    run_init(gt=hr, lq=lr, arch="paragonsr2_nano", val_gt=val_gt, val_lq=val_lq, output=out, name="t", scale=None,
+             overrides=[f"train.total_iter={iters}", f"val.val_freq={iters}", f"logger.save_checkpoint_freq={iters}", *FAST, *extra],
+             flavor="fork", force=True, print_only=False, explain=False, sample=64)
+    return out
+
+
+def metrics(run_dir: Path, kind: str = "train") -> list[dict]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("kind") == kind]
+
+
+def test_short_run_learns_and_beats_bicubic(tmp_path, pair_set):
+    val = write_pairs(tmp_path / "val", 4, scale=2, size=(192, 160), seed=100)
+    config = make_config(tmp_path, pair_set, 600, ["datasets.train.batch_size_per_gpu=16"], val=val)
+    assert train_from_file(config, out_dir=tmp_path / "runs", resume=None, overrides=[], dry_run=False, quiet=True) == 0
+    run = tmp_path / "runs" / "t"
+    train = metrics(run)
+    assert train[-1]["loss_l1"] < 0.6 * train[0]["loss_l1"]
+    baseline = metrics(run, "baseline")[0]["psnr"]
+    best = max(r["psnr"] for r in metrics(run, "val"))
+    assert best > baseline, (best, baseline)
+    assert (run / "models" / "net_g_best.safetensors").exists()
+    events = read_journal(run / "events.jsonl")
+    keys = {e["key"] for e in events}
+    assert {"datasets.train.batch_size_per_gpu", "precision", "data", "phase"} <= keys
+    # The automation sections are accepted and the run says plainly they do not act yet.
+    assert any(e["key"] == "train.dynamic_loss_scheduling" and e["new"] == "not applied" for e in events)
+
+
+def test_same_seed_same_first_losses(tmp_path, pair_set):
+    config = make_config(tmp_path, pair_set, 20, ["logger.print_freq=1", "val.val_enabled=false"])
+    losses = []
+    for attempt in range(2):
+        train_from_file(config, out_dir=tmp_path / f"r{attempt}", resume=None, overrides=[], dry_run=False, quiet=True)
+        losses.append([r["loss"] for r in metrics(tmp_path / f"r{attempt}" / "t")])
+    assert len(losses[0]) == 20 and losses[0] == losses[1]
+
+
+def test_resume_is_exact(tmp_path, pair_set):
+    n = 12
+    config = make_config(tmp_path, pair_set, 2 * n, ["logger.print_freq=2", "logger.save_checkpoint_freq=100"])
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_from_file(config, out_dir=straight, resume=None, overrides=[], dry_run=False, quiet=True)
+    train_from_file(config, out_dir=split, resume=None, overrides=[f"train.total_iter={n}"], dry_run=False, quiet=True)
+    code = train_from_file(config, out_dir=split, resume=None, overrides=[], dry_run=False, quiet=True)
+    assert code == 0
+    a = load_safetensors(straight / "t" / "models" / f"net_g_{2 * n}.safetensors")
+    b = load_safetensors(split / "t" / "models" / f"net_g_{2 * n}.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    fields = ("iter", "loss", "loss_l1", "loss_ssim", "lr", "grad_norm")
+    tail = lambda run: [tuple(r[f] for f in fields) for r in metrics(run / "t") if r["iter"] > n]  # noqa: E731
+    assert tail(straight) == tail(split) and len(tail(split)) == n // 2
+    assert any(e["key"] == "resume" for e in read_journal(split / "t" / "events.jsonl"))
+
+
+def test_finished_run_says_how_to_continue(tmp_path, pair_set, capsys):
+    config = make_config(tmp_path, pair_set, 5, ["val.val_enabled=false"])
+    train_from_file(config, out_dir=tmp_path, resume=None, overrides=[], dry_run=False, quiet=True)
+    assert train_from_file(config, out_dir=tmp_path, resume=None, overrides=[], dry_run=False, quiet=True) == 0
+    assert "--set train.total_iter=10" in capsys.readouterr().err
+
+
+class FakeOOM:
+    """Makes the model raise CUDA's out-of-memory error above a batch size, as a small card would."""
+
+    def __init__(self, model: torch.nn.Module, limit: int) -> None:
+        self.model, self.limit = model, limit
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+        return self.model(x)
+
+
+def trainer_for(config: Path, journal: Journal, automations=()) -> Trainer:
+    return Trainer(load_config(config), None, DistInfo(), journal, automations=list(automations), quiet=True)
+
+
+def test_oom_backs_off_the_batch_and_the_run_goes_on(tmp_path, pair_set):
+    config = make_config(tmp_path, pair_set, 6, ["val.val_enabled=false"])
+    journal = Journal(tmp_path / "events.jsonl")
+    trainer = trainer_for(config, journal)
+    trainer.step_model = FakeOOM(trainer.model, limit=6)
+    assert trainer.fit() == 0 and trainer.iteration == 6
+    assert trainer.batch_size == 6 and trainer.source.batch_size == 6
+    changes = [(e["old"], e["new"]) for e in journal.records if e["key"] == "batch_size"]
+    assert changes == [(8, 7), (7, 6)]
+    assert "out of memory" in journal.records[-1]["reason"] or any("out of memory" in e["reason"] for e in journal.records)
+
+
+class Scripted(Automation):
+    """A test automation that uses every control once."""
+
+    name = "Scripted"
+
+    def after_step(self, stats, controls):
+        if stats.iteration == 2:
+            controls.scale_lr(0.5, "test: halve")
+            controls.set_loss_weight("ssim", 0.5, "test: more ssim")
+            controls.set_clip_threshold(0.3, "test: clip")
+        if stats.iteration == 4:
+            controls.set_batch_size(4, "test: smaller")
+        if stats.iteration == 6:
+            controls.stop("test: enough")
+
+
+def test_automations_act_through_controls_and_are_journaled(tmp_path, pair_set):
+    config = make_config(tmp_path, pair_set, 50, ["val.val_enabled=false", "logger.print_freq=1"])
+    journal = Journal(tmp_path / "events.jsonl")
+    trainer = trainer_for(config, journal, [Scripted()])
+    lrs = []
+    original = trainer._set_lr
+    trainer._set_lr = lambda: lrs.append(original()) or lrs[-1]
+    trainer.fit()
+    assert trainer.iteration == 7  # stopped after the step it asked at
+    assert lrs[4] == pytest.approx(lrs[2] * 0.5 * lrs[4] / lrs[2] / 0.5)  # same schedule, halved
+    assert trainer.lr_scale == 0.5 and trainer.clip_threshold == 0.3
+    assert {t.name: t.weight for t in trainer.losses}["ssim"] == 0.5
+    assert trainer.source.batch_size == 4 and trainer.last_stats.batch_size == 4
+    keys = [e["key"] for e in journal.records]
+    for key in ("lr_scale", "loss_weight.ssim", "grad_clip_max_norm", "batch_size", "stop"):
+        assert key in keys
+
+
+def test_bad_config_is_one_line_exit_2(tmp_path, pair_set):
+    config = make_config(tmp_path, pair_set, 5)
+    text = config.read_text().replace("total_iter:", "total_iters:")
+    bad = tmp_path / "bad.yml"
+    bad.write_text(text)
+    result = runner.invoke(app, ["train", str(bad), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "did you mean 'total_iter'" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["train", str(config), "--set", "train.optim_g.lr=quick"])
+    assert result.exit_code == 2 and "expected a number" in result.output
+    result = runner.invoke(app, ["train", str(tmp_path / "missing.yml")])
+    assert result.exit_code == 2 and "autosr init" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_writes_nothing(tmp_path, pair_set, monkeypatch):
+    config = make_config(tmp_path, pair_set, 5)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", str(config), "--dry-run", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "dry run ok" in result.output and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_saves_and_exits_130(tmp_path, pair_set):
+    config = make_config(tmp_path, pair_set, 100000, ["val.val_enabled=false", "logger.print_freq=1"])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "autosr.cli", "train", str(config), "--out", str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics_file = tmp_path / "runs" / "t" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics_file.exists() and metrics_file.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Resume with: autosr train" in err
+    assert list((tmp_path / "runs" / "t" / "checkpoints").glob("state_*.pt"))
