@@ -102,7 +102,9 @@ def test_bf16_autocast_forward():
         y = model(x)
     ref = model(x).detach()
     assert y.shape == ref.shape and torch.isfinite(y).all()
-    assert (y.float() - ref).abs().max() < 0.05
+    # The base path (most of the value) stays fp32 under autocast; only the small detail is bf16.
+    assert y.dtype == torch.float32
+    assert (y - ref).abs().max() < 2e-3
 
 
 def test_bf16_weights_and_input_without_autocast():

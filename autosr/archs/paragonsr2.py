@@ -76,11 +76,13 @@ class MagicKernelSharp(nn.Module):
             self.register_buffer(f"{name}_v", kv, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sharp = _separable(x, self.sharp_h, self.sharp_v)
-        # Under autocast `sharp` is bf16/fp16: blend and upsample in that dtype, not in fp32.
-        x = torch.lerp(x.to(dtype=sharp.dtype), sharp, self.alpha)  # x + alpha·(sharp − x)
-        x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
-        return _separable(x, self.blur_h, self.blur_v)
+        # Autocast off: the base path is most of the output's value, so it stays in the input's
+        # dtype (fp32 in mixed-precision training) and only the small detail carries bf16 error.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            sharp = _separable(x, self.sharp_h, self.sharp_v)
+            x = torch.lerp(x, sharp, self.alpha)  # x + alpha·(sharp − x)
+            x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+            return _separable(x, self.blur_h, self.blur_v)
 
 
 # ---------------------------------------------------------------- detail path

@@ -1,0 +1,57 @@
+"""CUDA paths (skipped without a GPU): bf16 and fp16 training, channels_last, a real OOM back-off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autosr.config import validate
+from autosr.journal import Journal
+from autosr.synthetic import write_pairs
+from autosr.train.setup import DistInfo
+from autosr.train.trainer import Trainer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def config(data, arch="paragonsr2_nano", batch=16, lq=64, bf16=True, iters=4):
+    return validate({
+        "name": "gpu", "scale": 2, "num_gpu": "auto", "path": {}, "manual_seed": 0,
+        "use_amp": True, "amp_bf16": bf16, "use_channels_last": True, "fast_matmul": True,
+        "network_g": {"type": arch, "scale": 2},
+        "datasets": {"train": {"name": "g", "type": "pairedimagedataset", "dataroot_gt": str(data / "hr"),
+                               "dataroot_lq": str(data / "lr"), "lq_size": lq, "batch_size_per_gpu": batch,
+                               "num_worker_per_gpu": 0}},
+        "train": {"total_iter": iters, "optim_g": {"type": "AdamW", "lr": 1e-4},
+                  "losses": [{"type": "l1loss", "loss_weight": 1.0}, {"type": "ssimloss", "loss_weight": 0.05}]},
+        "val": {"val_enabled": False},
+    }, "gpu test")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu")
+    write_pairs(root, 8, scale=2, size=(512, 512))
+    return root
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_mixed_precision_training_steps(data, bf16):
+    trainer = Trainer(config(data, bf16=bf16), None, DistInfo(), Journal(None), quiet=True)
+    assert trainer.precision.label == ("bf16" if bf16 else "fp16")
+    assert trainer.source.kind == "cache"
+    trainer.fit()
+    assert trainer.iteration == 4 and torch.isfinite(trainer.last_stats.total)
+    assert trainer.last_stats.peak_memory_bytes > 0
+
+
+def test_real_oom_backs_off(data):
+    free, _ = torch.cuda.mem_get_info()
+    per_sample = 900 * 2**20  # xl at lq 64 needs well under this: 3× free memory cannot fit
+    batch = int(3 * free / per_sample)
+    journal = Journal(None)
+    trainer = Trainer(config(data, arch="paragonsr2_xl", batch=batch, iters=2), None, DistInfo(), journal, quiet=True)
+    trainer.fit()
+    assert trainer.iteration == 2 and trainer.batch_size < batch
+    assert any(e["key"] == "batch_size" and "out of memory" in e["reason"] for e in journal.records)
+    print(f"OOM back-off: batch {batch} → {trainer.batch_size}")
