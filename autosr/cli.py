@@ -11,7 +11,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -83,9 +83,9 @@ def detect(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs will be written (for the free-disk figure).")] = Path("runs"),
 ) -> None:
     """Probe GPUs, CPU, RAM and disk; classify the hardware tier; recommend training settings."""
+    from autosr.detect_view import print_report, to_json
     from autosr.hardware import probe
     from autosr.recommend import recommend
-    from autosr.detect_view import print_report, to_json
 
     profile = probe(runs_dir)
     advice = recommend(profile)
@@ -95,7 +95,7 @@ def detect(
         print_report(profile, advice)
 
 
-class Flavor(str, Enum):
+class Flavor(StrEnum):
     fork = "fork"
     upstream = "upstream"
 

@@ -13,12 +13,12 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from autosr import hardware, recommend
-from autosr.recommend import MAX_BATCH
 from autosr.cli import app
 from autosr.detect_view import SCHEMA, print_report, to_json
 from autosr.errors import AutosrError
 from autosr.hardware import TIER_SETTINGS, HardwareProfile, fake_profile, probe
 from autosr.presets import load_preset
+from autosr.recommend import MAX_BATCH
 
 GIB = 1024**3
 MIB = 1024**2
@@ -339,8 +339,11 @@ def test_batch_bounds():
 
 
 def test_batch_reason_shows_the_inputs():
-    d = recommend.estimate_batch(fake_profile((("A", 24.0, "8.9"),)), load_preset("tiny"))
-    assert d.reason.startswith("24.0 GiB × 0.90 high_end target = 21.6 GiB; (21.6 GiB − 600 MiB fixed) ÷ 14 MiB/sample at lq 64 ×2")
+    p = load_preset("tiny")
+    d = recommend.estimate_batch(fake_profile((("A", 24.0, "8.9"),)), p)
+    assert d.reason.startswith(
+        f"24.0 GiB × 0.90 high_end target = 21.6 GiB; (21.6 GiB − {p.fixed_mib:.0f} MiB fixed) ÷ {p.per_sample_mib:.2g} MiB/sample at lq 64 ×2"
+    )
 
 
 @pytest.mark.parametrize(("cc", "precision"), [
