@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from autosr.errors import AutosrError, AutosrRuntimeError
-from autosr.train.safetensors_io import atomic_write, fsync_dir, is_temp_name, save_safetensors, temp_name_for
+from autosr.fsutil import atomic_write, fsync_dir, is_temp_name, temp_name_for
+from autosr.train.safetensors_io import save_safetensors
 
 log = logging.getLogger("autosr.checkpoint")
 

@@ -6,18 +6,16 @@ tensor bytes. The JSON maps each tensor name to ``{"dtype", "shape", "data_offse
 ``"__metadata__"``: a str → str mapping. The header is padded with spaces so that the data starts on
 an 8-byte boundary. Tensor bytes are little-endian and C-contiguous.
 
-Also home of :func:`atomic_write`, the one way autosr puts a file under its final name.
+Files are written through :func:`autosr.fsutil.atomic_write`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import struct
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +23,7 @@ import torch
 from torch import Tensor
 
 from autosr.errors import AutosrError, AutosrRuntimeError
+from autosr.fsutil import atomic_write
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -45,52 +44,6 @@ for _code, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"),
 _CODES = {dtype: code for code, dtype in DTYPES.items()}
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
-TMP_SUFFIX = ".tmp"
-
-
-# ----------------------------------------------------------------------------- atomic files
-def temp_name_for(path: Path) -> Path:
-    """A hidden, unique sibling name: ``.<name>.<random>.tmp`` (never matches a final name)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(".") and name.endswith(TMP_SUFFIX)
-
-
-def fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every OS/filesystem, so best effort.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
-    """Write a file through ``write(f)`` so that ``path`` is either the old file or the whole new one.
-
-    The bytes go to a temp file in the same folder (same filesystem, so the rename is atomic), are
-    flushed and fsynced, and only then replace ``path``. On an exception the temp file is removed;
-    after a hard kill it stays behind under its hidden temp name, which readers ignore.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name_for(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-    return path
 
 
 # ----------------------------------------------------------------------------- writing
