@@ -135,7 +135,7 @@ def main() -> None:
     if args.force_loader:
         import autosr.train.setup as setup
 
-        setup.cache_budget_bytes = lambda device: (0, "forced to stream (--force-loader)")
+        setup.cache_budget_bytes = lambda device: (0, None, "forced to stream (--force-loader)")
         import autosr.train.trainer as trainer_module
 
         trainer_module.cache_budget_bytes = setup.cache_budget_bytes

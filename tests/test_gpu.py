@@ -55,3 +55,13 @@ def test_real_oom_backs_off(data):
     assert trainer.iteration == 2 and trainer.batch_size < batch
     assert any(e["key"] == "batch_size" and "out of memory" in e["reason"] for e in journal.records)
     print(f"OOM back-off: batch {batch} → {trainer.batch_size}")
+
+
+def test_set_too_big_for_vram_is_cached_in_pinned_host_memory(data, monkeypatch):
+    import autosr.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cache_budget_bytes", lambda device: (0, 2**34, "test: no VRAM budget"))
+    trainer = Trainer(config(data), None, DistInfo(), Journal(None), quiet=True)
+    assert trainer.source.kind == "cache" and "pinned host memory" in trainer.source.reason
+    trainer.fit()
+    assert trainer.iteration == 4

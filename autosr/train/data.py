@@ -524,13 +524,16 @@ def build_crop_source(
     rank: int = 0,
     world_size: int = 1,
     cache_device: str | torch.device | None = None,
+    host_cache_budget_bytes: int | None = None,
     mp_context: str | None = None,
     decode_threads: int | None = None,
 ) -> CropSource:
     """Check every pair from its headers, then cache the decoded set if it fits the budget, else load.
 
     cache_device: where the cache lives (default: `device`); "cpu" with a CUDA device means
-    pinned host memory, cut there and copied over. mp_context: the loader workers' start method
+    pinned host memory, cut there and copied over. host_cache_budget_bytes: with a CUDA device, a
+    second tier — a set too big for the device cache but within this many bytes is cached in pinned
+    host memory (still far faster than decoding per crop). mp_context: the loader workers' start method
     (None: the platform's). decode_threads: threads that fill the cache (None: up to 16).
     The choice and its reason are `source.reason`.
     """
@@ -545,13 +548,19 @@ def build_crop_source(
         "channels_last": channels_last,
         "rank": rank,
     }
-    where = torch.device(cache_device if cache_device is not None else device)
+    tiers = [(cache_device if cache_device is not None else device, budget)]
+    if host_cache_budget_bytes and torch.device(device).type == "cuda" and cache_device is None:
+        tiers.append(("cpu", host_cache_budget_bytes))
     fallback = ""
-    if need <= budget:
-        reason = f"decoded set {_gib(need)} fits the {_gib(budget)} cache budget: crops are cut on {where}"
+    for tier_device, tier_budget in tiers:
+        if need > tier_budget:
+            continue
+        where = torch.device(tier_device)
+        place = "pinned host memory, copied to the GPU per batch" if where.type == "cpu" and tier_device != device else str(where)
+        reason = f"decoded set {_gib(need)} fits the {_gib(tier_budget)} cache budget: crops are cut in {place}"
         try:
             return CachedCropSource(
-                table, cache_device=cache_device, threads=decode_threads, reason=reason, **common
+                table, cache_device=tier_device, threads=decode_threads, reason=reason, **common
             )
         except RuntimeError as exc:  # CUDA OOM, or pinned/host memory refused
             if "memory" not in str(exc).lower():
@@ -559,8 +568,9 @@ def build_crop_source(
             fallback = f"; the cache did not fit after all ({str(exc).splitlines()[0][:120]})"
             if where.type == "cuda":
                 torch.cuda.empty_cache()
+    budgets = " / ".join(_gib(b) for _, b in tiers)
     reason = (
-        f"decoded set {_gib(need)} exceeds the {_gib(budget)} cache budget{fallback}: "
+        f"decoded set {_gib(need)} exceeds the {budgets} cache budget{fallback}: "
         f"{num_workers} workers decode and crop"
     )
     return LoaderCropSource(

@@ -104,19 +104,21 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: RunConfig, device: to
     return cls(params, **kwargs)
 
 
-def cache_budget_bytes(device: torch.device) -> tuple[int, str]:
-    """How much decoded training data may be held where crops are cut.
+def cache_budget_bytes(device: torch.device) -> tuple[int, int | None, str]:
+    """How much decoded training data may be cached: (device budget, host budget, reason).
 
-    On a GPU: a third of the free VRAM (the rest is for training); on the CPU: 40% of the
-    available RAM. Larger sets stream from disk through loader workers.
+    On a GPU: a third of the free VRAM (the rest is for training), then 40% of the available RAM
+    as pinned host memory; on the CPU: 40% of the available RAM. Larger sets stream from disk
+    through loader workers.
     """
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.33), f"a third of the {free / 2**30:.1f} GiB free VRAM"
     import psutil
 
     available = psutil.virtual_memory().available
-    return int(available * 0.40), f"40% of the {available / 2**30:.1f} GiB available RAM"
+    ram = f"40% of the {available / 2**30:.1f} GiB available RAM"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.33), int(available * 0.40), f"a third of the {free / 2**30:.1f} GiB free VRAM, then {ram}"
+    return int(available * 0.40), None, ram
 
 
 def check_network_scale(cfg: RunConfig) -> dict[str, Any]:

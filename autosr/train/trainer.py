@@ -96,13 +96,14 @@ class Trainer:
 
         # Data.
         self.batch_size = ds["batch_size_per_gpu"]
-        budget, budget_reason = cache_budget_bytes(self.device)
+        budget, host_budget, budget_reason = cache_budget_bytes(self.device)
         pairs = collect_pairs(ds["dataroot_gt"], ds["dataroot_lq"], ds.get("meta_info"))
         self.source = build_crop_source(
             pairs, scale=cfg.scale, lq_size=cfg.lq_size, batch_size=self.batch_size,
             use_hflip=ds.get("use_hflip", True), use_rot=ds.get("use_rot", True),
             seed=cfg.data.get("manual_seed", 0), device=self.device, channels_last=self.channels_last,
-            cache_budget_bytes=budget, num_workers=ds.get("num_worker_per_gpu", 0),
+            cache_budget_bytes=budget, host_cache_budget_bytes=host_budget,
+            num_workers=ds.get("num_worker_per_gpu", 0),
             rank=dist.rank, world_size=dist.world_size,
         )
         self.data_reason = f"{self.source.reason} (budget: {budget_reason})"
