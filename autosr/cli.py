@@ -159,6 +159,19 @@ def demo(
 
 @app.command()
 @guarded
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder: runs/<name>.")],
+    html_out: Annotated[Path | None, typer.Option("--html", help="Where to write the HTML report (default: <run>/report.html).")] = None,
+    no_html: Annotated[bool, typer.Option("--no-html", help="Only print the summary.")] = False,
+) -> None:
+    """What happened in a run: best metrics vs bicubic, speed, every automatic decision, plots."""
+    from autosr.report import report as make_report
+
+    make_report(run_dir, html_path=html_out, write_html=not no_html)
+
+
+@app.command()
+@guarded
 def presets() -> None:
     """List the architecture presets with their real parameter counts and starting values."""
     from autosr.presets_view import print_presets

@@ -58,4 +58,4 @@ def run_demo(folder: Path, *, iters: int = 600) -> None:
             f"[bold]demo result[/bold]: PSNR {best['psnr']:.2f} dB at iteration {best['iter']} "
             f"vs bicubic {base['psnr']:.2f} dB ({best['psnr'] - base['psnr']:+.2f} dB)"
         )
-    err.print(f"next: look at {run_dir}, or train on your own folders: autosr init --gt HR/ --lq LR/ && autosr train auto.yml")
+    err.print(f"next: autosr report {run_dir}  — or train on your own folders: autosr init --gt HR/ --lq LR/ && autosr train auto.yml")

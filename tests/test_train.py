@@ -58,6 +58,7 @@ def test_short_run_learns_and_beats_bicubic(tmp_path, pair_set):
     best = max(r["psnr"] for r in metrics(run, "val"))
     assert best > baseline, (best, baseline)
     assert (run / "models" / "net_g_best.safetensors").exists()
+    assert runner.invoke(app, ["report", str(run)]).exit_code == 0 and (run / "report.html").exists()
     events = read_journal(run / "events.jsonl")
     keys = {e["key"] for e in events}
     assert {"datasets.train.batch_size_per_gpu", "precision", "data", "phase"} <= keys
