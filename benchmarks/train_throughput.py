@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument(
         "--force-loader", action="store_true", help="stream from disk with workers instead of the cache"
     )
+    parser.add_argument("--ssim", action="store_true", help="L1 + 0.05 SSIM, as the presets train (default: L1)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -131,6 +132,8 @@ def main() -> None:
         not args.no_channels_last,
         args.workers,
     )
+    if args.ssim:
+        tree["train"]["losses"].append({"type": "ssimloss", "loss_weight": 0.05})
     cfg = validate(tree, "benchmark config")
     if args.force_loader:
         import autosr.train.setup as setup
@@ -167,7 +170,7 @@ def main() -> None:
         "batch": trainer.batch_size,
         "precision": trainer.precision.label,
         "channels_last": trainer.channels_last,
-        "compile": args.compile,
+        "compile": args.compile, "losses": [t.name for t in trainer.losses],
         "data": trainer.source.kind,
         "data_reason": trainer.data_reason,
         "warmup_seconds": round(warm_seconds, 2),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -409,7 +410,13 @@ class Trainer:
             self._event("trainer", "use_compile", True, False, "torch.compile skipped on the CPU: slow to build, rarely faster")
             return model
         mode = self.cfg.data.get("compile_mode", "default")
-        self._event("trainer", "use_compile", None, mode, "compiled on first step (its time shows in the first log line)")
+        self._event("trainer", "use_compile", None, mode, "model and losses compiled on the first step (its time shows in the first log line)")
+        # The SSIM window comes from an lru_cache'd builder; tracing through it is safe (pure).
+        warnings.filterwarnings("ignore", message=".*functools.lru_cache.*", category=UserWarning)
+        for term in self.losses:
+            # The loss maths (SSIM's many fp32 elementwise passes) fuses well; weights stay outside
+            # the compiled function so that changing them never recompiles.
+            term.fn = torch.compile(term.fn)
         return torch.compile(model, mode=mode)
 
 
