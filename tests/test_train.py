@@ -200,3 +200,20 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, pair_set):
     assert proc.returncode == 130, err
     assert "Resume with: autosr train" in err
     assert list((tmp_path / "runs" / "t" / "checkpoints").glob("state_*.pt"))
+
+
+def test_two_process_ddp_run_on_cpu(tmp_path, pair_set):
+    """torchrun with 2 ranks (gloo): one run folder written by rank 0, both ranks finish."""
+    pytest.importorskip("torch.distributed.run")
+    config = make_config(tmp_path, pair_set, 12, ["val.val_freq=12", "logger.print_freq=4"])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "autosr.cli", "train", str(config), "--out", str(tmp_path / "runs")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "runs" / "t"
+    train = metrics(run)
+    assert [r["iter"] for r in train] == [4, 8, 12]  # one writer, not two
+    assert train[0]["samples_s"] > 0 and (run / "models" / "net_g_12.safetensors").exists()

@@ -69,10 +69,21 @@ def train_from_file(
             )
             return 0
 
-    code = _fit_with_interrupts(trainer)
+    try:
+        code = _fit_with_interrupts(trainer)
+    finally:
+        _leave_process_group(dist)
     if dist.is_main:
         _print_result(trainer, run_dir, config_path, code)
     return code
+
+
+def _leave_process_group(dist: Any) -> None:
+    if dist.world_size > 1:
+        import torch.distributed
+
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def _fit_with_interrupts(trainer: Any) -> int:

@@ -120,7 +120,7 @@ class Trainer:
         """Train until total_iter, a stop, or Ctrl-C. Returns the exit code (0, or 130 after Ctrl-C)."""
         self._start()
         steps_done = 0
-        while self.iteration < self.total_iter and self.stop_reason is None:
+        while self.iteration < self.total_iter:
             # 1. phase and learning rate for this step
             self._enter_phase()
             lr = self._set_lr()
@@ -141,14 +141,31 @@ class Trainer:
                 self._validate()
             if self.iteration % self.save_freq == 0 and self.iteration < self.total_iter:
                 self.save()
-            # 6. Ctrl-C or a step budget (tests, --dry-run): save and leave
-            if self.interrupted or (max_steps is not None and steps_done >= max_steps):
+            # 6. Ctrl-C, an automation's stop, or a step budget (tests, --dry-run): save and leave
+            if self._should_leave() or (max_steps is not None and steps_done >= max_steps):
                 break
         self.save(final=self.iteration >= self.total_iter)
         self.progress.close()
         if self.stop_reason:
             self._event("trainer", "stop", None, self.iteration, self.stop_reason)
         return 130 if self.interrupted else 0
+
+    def _should_leave(self) -> bool:
+        """Single process: at once. Under DDP every rank must leave after the same step or the
+        next all-reduce hangs, so ranks agree at log boundaries (one tiny all-reduce there)."""
+        local = self.interrupted or self.stop_reason is not None
+        if self.dist.world_size == 1:
+            return local
+        if self.iteration % self.print_freq:
+            return False
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if local else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0:
+            self.interrupted = self.interrupted or self.stop_reason is None
+            return True
+        return False
 
     # ---- one step ------------------------------------------------------------------------------
 
