@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -11,15 +12,16 @@ from autosr.presets import all_presets
 def print_presets() -> None:
     from autosr.archs import build_network, count_parameters
 
-    table = Table(title="ParagonSR2 presets (presets/*.yml)")
-    for column in ("arch", "params", "C", "groups×blocks", "attention", "lr", "warmup", "total_iter", "patch", "ref batch", "MiB/sample"):
-        table.add_column(column, justify="right" if column not in ("arch", "attention") else "left")
+    table = Table(title="ParagonSR2 presets (presets/*.yml; paragonsr2_<variant>)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  caption="batch: the reference batch the LR is tuned for; MiB: training memory per sample at lq 64, ×2, bf16")
+    for column in ("variant", "params", "C", "g×b", "attn", "lr", "iters", "lq", "batch", "MiB"):
+        table.add_column(column, justify="left" if column in ("variant", "attn") else "right", no_wrap=True)
     for p in all_presets():
         params = count_parameters(build_network({"type": p.arch, "scale": 2}))
         n = p.network
         table.add_row(
-            p.arch, f"{params:,}", str(n["num_feat"]), f"{n['num_groups']}×{n['num_blocks']}",
-            "yes" if n["use_attention"] else "no", f"{p.lr:.1e}", str(p.warmup_iter), f"{p.total_iter:,}",
-            str(p.lq_size), str(p.effective_batch), f"{p.per_sample_mib:g} ({p.memory_source})",
+            p.variant, f"{params:,}", str(n["num_feat"]), f"{n['num_groups']}×{n['num_blocks']}",
+            "yes" if n["use_attention"] else "no", f"{p.lr:.1e}", f"{p.total_iter // 1000}k",
+            str(p.lq_size), str(p.effective_batch), f"{p.per_sample_mib:.0f}" + ("" if p.memory_source == "measured" else " (est.)"),
         )
     Console().print(table)
