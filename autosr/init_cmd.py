@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -87,10 +88,10 @@ def _check_round_trip(text: str, plan: Plan) -> None:
 
 
 def _print_explain(plan: Plan) -> None:
-    table = Table(title="autosr plan", show_lines=False)
-    table.add_column("key", style="cyan", no_wrap=True)
-    table.add_column("value")
-    table.add_column("reason", style="dim")
+    table = Table(title="autosr plan", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("key", style="cyan", overflow="fold", ratio=3)
+    table.add_column("value", overflow="fold", ratio=2)
+    table.add_column("reason", style="dim", overflow="fold", ratio=4)
     for key, decision in plan.values.items():
         reason = "set by you" if decision.source == "set" else decision.reason
         table.add_row(key, str(decision.value), reason)

@@ -117,7 +117,10 @@ def _batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int) -> Decision
     estimate = estimate_batch(hw, preset, lq_size=lq, scale=scale)
     cap = MAX_BATCH if hw.backend == "cuda" else CPU_MAX_BATCH
     batch = min(int(estimate.value), cap)
-    return Decision(batch, estimate.reason if batch == estimate.value else f"{estimate.reason}; capped at {cap}")
+    if batch == estimate.value:
+        return Decision(batch, estimate.reason)
+    why = "on a CPU small batches give feedback sooner" if hw.backend != "cuda" else "throughput has saturated"
+    return Decision(batch, f"{estimate.reason.split(', capped')[0]}; {batch} ({why})")
 
 
 def _accum(preset: Preset, batch: int) -> Decision:
@@ -151,6 +154,17 @@ def _round_to(value: float, step: int) -> int:
     return max(step, int(round(value / step)) * step)
 
 
+GENERIC_FOLDERS = {"hr", "gt", "lr", "lq", "high", "low", "train", "images", "x2", "x3", "x4"}
+
+
+def dataset_name(gt_dir) -> str:
+    """`…/DF2K/HR` → "DF2K": a folder named just hr/gt says nothing, its parent does."""
+    for part in (gt_dir.name, gt_dir.parent.name):
+        if part and part.lower() not in GENERIC_FOLDERS:
+            return part
+    return gt_dir.name or "train"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
 
@@ -175,7 +189,7 @@ def make_plan(
     plan = Plan(flavor=flavor, fixed=dict(parse_override(o) for o in overrides))
     put, decide = plan.put, plan.decide
 
-    put("name", name or _slug(f"{scale}x_{preset.arch}_{ds.gt_dir.name}"), "set with --name" if name else "scale, arch and dataset folder", "set" if name else "auto")
+    put("name", name or _slug(f"{scale}x_{preset.arch}_{dataset_name(ds.gt_dir)}"), "set with --name" if name else "scale, arch and dataset folder", "set" if name else "auto")
     put("scale", scale, f"{'set with --scale' if ds.scale_source == 'set' else 'HR/LR size ratio of'} {ds.sampled} sampled pairs")
     put("num_gpu", "auto", "every visible GPU; multi-GPU runs start through torchrun")
     put("path", {}, "nothing to resume or pretrain from")
@@ -198,7 +212,7 @@ def make_plan(
     lq = decide("datasets.train.lq_size", _patch(ds, preset))
     workers = choose_workers(hw)
     t = "datasets.train."
-    put(t + "name", ds.gt_dir.name or "train", "from the HR folder name")
+    put(t + "name", dataset_name(ds.gt_dir), "from the dataset folder name")
     put(t + "type", "pairedimagedataset", "paired HR/LR folders")
     put(t + "dataroot_gt", str(ds.gt_dir), "--gt")
     put(t + "dataroot_lq", str(ds.lq_dir), "--lq")

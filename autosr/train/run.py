@@ -58,23 +58,23 @@ def train_from_file(
         state = ckpt.load_training_state(latest)
         _check_same_model(cfg, state, run_dir)
         trainer.load_state(state)
+        if trainer.iteration >= trainer.total_iter:
+            err.print(
+                f"{run_dir}: already trained to iteration {trainer.iteration} of {trainer.total_iter}; "
+                f"to go on, raise it: --set train.total_iter={max(trainer.iteration, trainer.total_iter) * 2}"
+            )
+            return 0
         if dist.is_main:
             _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
             journal.truncate_after(trainer.iteration)
             journal.record(trainer.iteration, "trainer", "resume", None, trainer.iteration, f"resumed from {latest.name}")
-        if trainer.iteration >= trainer.total_iter:
-            err.print(
-                f"{run_dir}: already trained to iteration {trainer.iteration} of {trainer.total_iter}; "
-                f"to go on, raise it: --set train.total_iter={trainer.total_iter * 2}"
-            )
-            return 0
 
     try:
         code = _fit_with_interrupts(trainer)
     finally:
         _leave_process_group(dist)
     if dist.is_main:
-        _print_result(trainer, run_dir, config_path, code)
+        _print_result(trainer, run_dir, config_path, overrides, code)
     return code
 
 
@@ -153,9 +153,10 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
     write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
-def _print_result(trainer: Any, run_dir: Path, config_path: Path, code: int) -> None:
+def _print_result(trainer: Any, run_dir: Path, config_path: Path, overrides: list[str], code: int) -> None:
     if code == 130:
-        command = f"autosr train {shlex.quote(str(config_path))}"
+        sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
+        command = f"autosr train {shlex.quote(str(config_path))}{sets}"
         err.print(f"[yellow]stopped at iteration {trainer.iteration}[/yellow]; checkpoint saved. Resume with: {command}")
         return
     best = ", ".join(f"{k} {v[0]:.4f} @ {v[1]}" for k, v in trainer.best.items()) or "no validation"

@@ -148,7 +148,7 @@ class Trainer:
         self.progress.close()
         if self.stop_reason:
             self._event("trainer", "stop", None, self.iteration, self.stop_reason)
-        return 130 if self.interrupted else 0
+        return 130 if self.interrupted and self.iteration < self.total_iter else 0
 
     def _should_leave(self) -> bool:
         """Single process: at once. Under DDP every rank must leave after the same step or the
