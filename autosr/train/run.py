@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from autosr.config import RunConfig, load_config
+from autosr.config import RunConfig, load_config, parse_override
 from autosr.errors import AutosrError
 from autosr.fsutil import write_text_atomic
 from autosr.journal import Journal, plan_decisions
@@ -69,6 +69,10 @@ def train_from_file(
             journal.truncate_after(trainer.iteration)
             journal.record(trainer.iteration, "trainer", "resume", None, trainer.iteration, f"resumed from {latest.name}")
 
+    if dist.is_main:
+        for text in overrides:
+            key, value = parse_override(text)
+            journal.record(trainer.iteration, "set", key, None, value, "--set on the train command line")
     try:
         code = _fit_with_interrupts(trainer)
     finally:

@@ -56,6 +56,7 @@ class Trainer:
         self.best: dict[str, tuple[float, int]] = {}
         self.phase: str | None = None
         self.last_stats: StepStats | None = None
+        self.compile_note: tuple[Any, Any, str] | None = None  # journaled once the run starts
         train, ds = cfg.train, cfg.train_set
         self.total_iter = train["total_iter"]
         self.accum = ds.get("accum_iter", 1)
@@ -248,6 +249,8 @@ class Trainer:
             self._event("trainer", "data", None, self.source.kind, self.data_reason)
             for key, note in self._unapplied_sections():
                 self._event("trainer", key, None, "not applied", note)
+            if self.compile_note:
+                self._event("trainer", "use_compile", *self.compile_note)
         self.progress.message(
             f"{self.net_opts['type']} ×{self.cfg.scale} · {params:,} params · {self.precision.label} · "
             f"batch {self.batch_size}×{self.accum} · patch {self.cfg.lq_size} · {self.device} · data: {self.source.kind}"
@@ -424,10 +427,10 @@ class Trainer:
         if not self.cfg.data.get("use_compile"):
             return model
         if self.device.type != "cuda":
-            self._event("trainer", "use_compile", True, False, "torch.compile skipped on the CPU: slow to build, rarely faster")
+            self.compile_note = (True, False, "torch.compile skipped on the CPU: slow to build, rarely faster")
             return model
         mode = self.cfg.data.get("compile_mode", "default")
-        self._event("trainer", "use_compile", None, mode, "model and losses compiled on the first step (its time shows in the first log line)")
+        self.compile_note = (None, mode, "model and losses compiled on the first step (its time shows in the first log line)")
         # The SSIM window comes from an lru_cache'd builder; tracing through it is safe (pure).
         warnings.filterwarnings("ignore", message=".*functools.lru_cache.*", category=UserWarning)
         for term in self.losses:
