@@ -61,7 +61,8 @@ class _Writer:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         tree_keys = _flat_keys(plan.tree())
-        self.keys = [k for k in plan.values if k in tree_keys]  # upstream flavour drops fork keys
+        keys = [k for k in plan.values if k in tree_keys]  # upstream flavour drops fork keys
+        self.keys = _grouped(keys)
         self.done: set[str] = set()
 
     def section(self, prefix: str) -> str:
@@ -101,6 +102,22 @@ class _Writer:
                     first = False
             return out
         return [f"{pad}{name}: {scalar(value)}  {note}"]
+
+
+def _grouped(keys: list[str]) -> list[str]:
+    """Plan order, except that a key added later (a --set) joins its parent mapping's block:
+    writing `train:` twice would make YAML keep only the second block."""
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        parts = key.split(".")
+        for depth in range(1, len(parts) + 1):
+            first.setdefault(".".join(parts[:depth]), index)
+
+    def rank(key: str) -> tuple[int, ...]:
+        parts = key.split(".")
+        return tuple(first[".".join(parts[:depth])] for depth in range(1, len(parts) + 1))
+
+    return sorted(keys, key=rank)
 
 
 def _flat_keys(tree: dict, prefix: str = "") -> set[str]:

@@ -212,3 +212,23 @@ def test_set_values_feed_the_values_derived_from_them(profile):
     assert plan.get("train.scheduler.milestones") == [450, 520]
     assert plan.get("val.val_freq") == 20 and plan.get("train.warmup_iter") == 60
     assert plan.get("datasets.train.accum_iter") == 8  # 4 × 8 reaches nano's reference batch 32
+
+
+def test_config_doc_is_in_sync_with_the_schema():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gen", root / "docs" / "gen_config_doc.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (root / "docs" / "config.md").read_text(encoding="utf-8") == gen.render(), "run python docs/gen_config_doc.py"
+
+
+def test_set_keys_new_to_the_plan_join_their_section(profile):
+    plan = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_nano", val=val_for(profile),
+                     overrides=["datasets.train.prefetch_mode=cuda", "train.optim_g.eps=1e-8"])
+    loaded = yaml.safe_load(render(plan))
+    assert loaded == plan.tree()
+    assert loaded["datasets"]["train"]["prefetch_mode"] == "cuda" and loaded["datasets"]["train"]["name"]
+    assert loaded["train"]["optim_g"]["eps"] == 1e-8 and loaded["train"]["optim_g"]["lr"]

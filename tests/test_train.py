@@ -217,3 +217,34 @@ def test_two_process_ddp_run_on_cpu(tmp_path, pair_set):
     train = metrics(run)
     assert [r["iter"] for r in train] == [4, 8, 12]  # one writer, not two
     assert train[0]["samples_s"] > 0 and (run / "models" / "net_g_12.safetensors").exists()
+
+
+def test_pretrained_weights_saved_images_and_overridden_hints(tmp_path, pair_set):
+    first = make_config(tmp_path, pair_set, 6, ["val.val_enabled=false"])
+    train_from_file(first, out_dir=tmp_path / "a", resume=None, overrides=[], dry_run=False, quiet=True)
+    weights = tmp_path / "a" / "t" / "models" / "net_g_6.safetensors"
+    # As a traiNNer .pth too: {"params_ema": state_dict}
+    pth = tmp_path / "w.pth"
+    torch.save({"params_ema": load_safetensors(weights)}, pth)
+    for source in (weights, pth):
+        config = make_config(tmp_path, pair_set, 4, [f"path.pretrain_network_g={source}", "val.save_img=true",
+                                                     "val.val_freq=4", "datasets.train.prefetch_mode=cuda"])
+        journal = Journal(tmp_path / f"events_{source.suffix}.jsonl")
+        trainer = Trainer(load_config(config), tmp_path / f"run{source.suffix}", DistInfo(), journal, quiet=True)
+        for key, value in load_safetensors(weights).items():
+            torch.testing.assert_close(trainer.model.state_dict()[key], value)
+        (tmp_path / f"run{source.suffix}").mkdir()
+        trainer.fit()
+        keys = {e["key"]: e for e in journal.records}
+        assert keys["path.pretrain_network_g"]["new"] == "loaded"
+        assert keys["datasets.train.prefetch_mode"]["new"] == "not used"
+        assert list((tmp_path / f"run{source.suffix}" / "visualization").glob("*/*_4.png"))
+
+
+def test_pretrained_weights_of_another_arch_are_a_clear_error(tmp_path, pair_set):
+    first = make_config(tmp_path, pair_set, 2, ["val.val_enabled=false"])
+    train_from_file(first, out_dir=tmp_path / "a", resume=None, overrides=[], dry_run=False, quiet=True)
+    weights = tmp_path / "a" / "t" / "models" / "net_g_2.safetensors"
+    config = make_config(tmp_path, pair_set, 2, [f"path.pretrain_network_g={weights}"])
+    result = runner.invoke(app, ["train", str(config), "--set", "network_g.type=paragonsr2_micro", "--dry-run"])
+    assert result.exit_code == 2 and "does not fit this network" in result.output

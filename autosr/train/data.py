@@ -4,16 +4,19 @@ Two sources behind one interface (`CropSource`):
 - `CachedCropSource`: every decoded image sits as uint8 in one flat buffer per side, on the
   training device (or in pinned host memory); a batch is one row gather plus a fused
   augment-and-normalise pass. No decoding while training.
-- `LoaderCropSource`: Pillow decodes and crops in DataLoader workers, for sets too big to cache.
+- `LoaderCropSource`: Pillow decodes in DataLoader workers, for sets too big to cache; each
+  decoded pair gives K crops (`LOADER_CROPS_PER_IMAGE`), since decoding is nearly all the cost.
 
 Both draw crops uniformly over every crop position in the set (so an image's share of the
-batches grows with its area: a 4K photo is not sampled as often as a 200-px thumbnail), and both
+batches grows with its area: a 4K photo is not sampled as often as a 200-px thumbnail; the loader's
+K crops of one decode share their image, each still uniform over all positions), and both
 derive every random choice from (seed, counter), which makes the stream deterministic and lets a
 resumed run continue exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -344,28 +347,68 @@ class CachedCropSource:
 
 # ---------------------------------------------------------------- worker loader (large sets) ----
 
+# Crops the worker loader cuts from each decoded pair (K). Decoding is nearly all of a worker's
+# time (a 1024² PNG pair takes ~40 ms on one core, cutting and orienting a 64/128-px crop pair
+# ~10 µs), so samples/s grow almost ×K until the per-crop work shows. See LOADER_CROPS_PER_IMAGE_WHY.
+LOADER_CROPS_PER_IMAGE = 8
 
-class _SampleStream(Sampler):
-    """Endless (image index, sample seed) stream; sample k of the whole run is a pure function of
-    (seed, k), so batches do not depend on the worker count and can restart at any k.
-    With several ranks, rank r takes the global samples r, r + world, r + 2·world, …
+
+
+class _UnitStream:
+    """The loader's crop stream, cut into decode units of K crops (pure, picklable, cheap).
+
+    Unit u of rank r is global unit g = u·world_size + r, so ranks take disjoint units of one
+    stream. A unit's image is drawn uniformly over every crop position in the set (area-weighted,
+    as the cache draws), then its K crop positions uniformly within that image and its K
+    transforms, all from (seed, g) alone: each crop is still uniform over all crop positions, only
+    no longer independent of the other crops of its unit.
+
+    Rank-local crop c is crop c mod K of unit c // K, so the stream's whole state is the number of
+    crops consumed, and a batch is any run of it. A batch that starts or ends inside a unit decodes
+    that unit too and uses just its crops there; the unit's other crops go to the neighbouring
+    batch, which decodes it again (at most one extra decode per batch, none when K divides the
+    batch size). That keeps every batch a pure function of (its first crop, its size): workers need
+    not share anything, and a resume or batch-size change restarts at any crop exactly.
     """
 
-    _CHUNK = 4096
+    def __init__(self, cum: list[int], seed: int, rank: int, world_size: int, per_unit: int) -> None:
+        if per_unit < 1:
+            raise ValueError(f"crops per image must be ≥ 1, got {per_unit}")
+        self.cum, self.seed, self.rank, self.world, self.per_unit = cum, seed, rank, world_size, per_unit
 
-    def __init__(self, cum: torch.Tensor, seed: int, start: int, rank: int, world_size: int) -> None:
-        self.cum, self.seed, self.start, self.rank, self.world = cum, seed, start, rank, world_size
+    def unit(self, u: int) -> tuple[int, int]:
+        """(image index, unit seed) of rank-local unit u."""
+        g = u * self.world + self.rank
+        pos = random.Random(_mix(self.seed, 1, g)).randrange(self.cum[-1])
+        return bisect.bisect_right(self.cum, pos), _mix(self.seed, 2, g)
+
+    def plan(self, start: int, size: int) -> list[tuple[int, int, int, int]]:
+        """The units behind crops start … start+size−1: (image, unit seed, lo, hi), using the
+        unit's crops lo … hi−1."""
+        k = self.per_unit
+        return [
+            (*self.unit(u), max(start - u * k, 0), min(start + size - u * k, k))
+            for u in range(start // k, (start + size - 1) // k + 1)
+        ]
+
+    def slots(self, start: int, size: int) -> list[int]:
+        """Where each planned crop lands in the batch: a shuffle, so that a batch is not K-blocked."""
+        order = list(range(size))
+        random.Random(_mix(self.seed, 3, self.rank, start, size)).shuffle(order)
+        return order
+
+
+class _BatchStream(Sampler):
+    """Endless (first crop, batch size) items, one per batch, from crop `start` on."""
+
+    def __init__(self, start: int, size: int) -> None:
+        self.start, self.size = start, size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        k = self.start * self.world + self.rank
+        start = self.start
         while True:
-            chunk = k // self._CHUNK
-            g = torch.Generator().manual_seed(_mix(self.seed, 1, chunk))
-            pos = torch.randint(0, int(self.cum[-1]), (self._CHUNK,), generator=g)
-            images = torch.searchsorted(self.cum, pos, right=True).tolist()
-            while k < (chunk + 1) * self._CHUNK:
-                yield images[k - chunk * self._CHUNK], _mix(self.seed, 2, k)
-                k += self.world
+            yield start, self.size
+            start += self.size
 
 
 def _orient(a: np.ndarray, code: int) -> np.ndarray:
@@ -378,27 +421,39 @@ def _orient(a: np.ndarray, code: int) -> np.ndarray:
     return a
 
 
-class _CropDataset(Dataset):
-    """Decodes one pair and cuts one crop per item; returns uint8 HWC (normalised on the device)."""
+class _BatchDataset(Dataset):
+    """One whole batch per item (first crop, size): decodes each unit's pair once, cuts its crops
+    into their shuffled slots; returns uint8 [B,p,p,3] LQ and GT (normalised on the device)."""
 
-    def __init__(self, pairs: list[Pair], scale: int, lq_size: int, codes: tuple[int, ...]) -> None:
-        self.pairs, self.scale, self.lq_size, self.codes = pairs, scale, lq_size, codes
+    def __init__(
+        self, pairs: list[Pair], scale: int, lq_size: int, codes: tuple[int, ...], stream: _UnitStream
+    ) -> None:
+        self.pairs, self.scale, self.lq_size, self.codes, self.stream = pairs, scale, lq_size, codes, stream
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index, sample_seed = item
-        gt_path, lq_path = self.pairs[index]
-        lq, gt = load_rgb_uint8(lq_path), load_rgb_uint8(gt_path)
+        start, size = item
         p, s = self.lq_size, self.scale
-        width, height = usable_lq_size((gt.shape[1], gt.shape[0]), (lq.shape[1], lq.shape[0]), s)
-        check_pair((gt_path, lq_path), (gt.shape[1], gt.shape[0]), (lq.shape[1], lq.shape[0]), s, p)
-        rng = random.Random(sample_seed)
-        y0, x0, code = rng.randrange(height - p + 1), rng.randrange(width - p + 1), rng.choice(self.codes)
-        crops = (lq[y0 : y0 + p, x0 : x0 + p], gt[y0 * s : (y0 + p) * s, x0 * s : (x0 + p) * s])
-        lq_crop, gt_crop = (torch.from_numpy(np.ascontiguousarray(_orient(c, code))) for c in crops)
-        return lq_crop, gt_crop
+        lq_out = np.empty((size, p, p, 3), dtype=np.uint8)
+        gt_out = np.empty((size, p * s, p * s, 3), dtype=np.uint8)
+        slots = iter(self.stream.slots(start, size))
+        for index, unit_seed, lo, hi in self.stream.plan(start, size):
+            gt_path, lq_path = self.pairs[index]
+            lq, gt = load_rgb_uint8(lq_path), load_rgb_uint8(gt_path)
+            gt_wh, lq_wh = (gt.shape[1], gt.shape[0]), (lq.shape[1], lq.shape[0])
+            check_pair((gt_path, lq_path), gt_wh, lq_wh, s, p)
+            width, height = usable_lq_size(gt_wh, lq_wh, s)
+            rng = random.Random(unit_seed)
+            for j in range(hi):  # crops before lo belong to the previous batch: drawn, not cut
+                y0, x0, code = rng.randrange(height - p + 1), rng.randrange(width - p + 1), rng.choice(self.codes)
+                if j >= lo:
+                    slot = next(slots)
+                    lq_out[slot] = _orient(lq[y0 : y0 + p, x0 : x0 + p], code)
+                    gt_out[slot] = _orient(gt[y0 * s : (y0 + p) * s, x0 * s : (x0 + p) * s], code)
+            del lq, gt  # one decoded pair alive at a time
+        return torch.from_numpy(lq_out), torch.from_numpy(gt_out)
 
 
 def _clean_worker_error(exc: AutosrError) -> AutosrError:
@@ -412,8 +467,9 @@ def _clean_worker_error(exc: AutosrError) -> AutosrError:
 class LoaderCropSource:
     """Crops decoded in DataLoader workers (spawn-safe: only top-level classes cross processes).
 
-    The state is the number of samples the trainer consumed, not the number prefetched: a resume
-    rebuilds the loader at exactly that sample.
+    Each worker builds whole batches, decoding a pair once per K crops (`_UnitStream`). The state
+    is the number of crops the trainer consumed, not the number prefetched, plus K: a resume
+    rebuilds the loader at exactly that crop of the same stream.
     """
 
     kind = "loader"
@@ -431,6 +487,7 @@ class LoaderCropSource:
         num_workers: int,
         rank: int = 0,
         world_size: int = 1,
+        crops_per_image: int = LOADER_CROPS_PER_IMAGE,
         prefetch_factor: int = 4,
         mp_context: str | None = None,
         reason: str = "",
@@ -439,19 +496,29 @@ class LoaderCropSource:
         self.table, self.reason, self.channels_last = table, reason, channels_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.num_workers, self.prefetch_factor, self.mp_context = num_workers, prefetch_factor, mp_context
-        self._dataset = _CropDataset(table.pairs, table.scale, table.lq_size, _codes(use_hflip, use_rot))
+        self._codes = _codes(use_hflip, use_rot)
+        self._dataset = self._make_dataset(crops_per_image)
         self.batch_size = batch_size
         self.batches = self.samples = 0
         self._loader: DataLoader | None = None
         self._iter: Iterator | None = None
+
+    @property
+    def crops_per_image(self) -> int:
+        return self._dataset.stream.per_unit
+
+    def _make_dataset(self, crops_per_image: int) -> _BatchDataset:
+        t = self.table
+        stream = _UnitStream(t.cum.tolist(), self.seed, self.rank, self.world_size, crops_per_image)
+        return _BatchDataset(t.pairs, t.scale, t.lq_size, self._codes, stream)
 
     def _start(self) -> Iterator:
         # Built lazily: a load_state_dict right after construction starts workers only once.
         workers = self.num_workers
         self._loader = DataLoader(
             self._dataset,
-            batch_size=self.batch_size,
-            sampler=_SampleStream(self.table.cum, self.seed, self.samples, self.rank, self.world_size),
+            batch_size=None,  # each item already is a batch
+            sampler=_BatchStream(self.samples, self.batch_size),
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
@@ -487,12 +554,18 @@ class LoaderCropSource:
             "batches": self.batches,
             "samples": self.samples,
             "batch_size": self.batch_size,
+            "crops_per_image": self.crops_per_image,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.close()
         self.batch_size = int(state.get("batch_size", self.batch_size))
         self.batches, self.samples = int(state["batches"]), int(state["samples"])
+        # The saved K wins over this build's: with another K the same crop counter names other crops.
+        # (A state without one, saved by the cache, goes on from the same counters in another stream.)
+        k = int(state.get("crops_per_image", self.crops_per_image))
+        if k != self.crops_per_image:
+            self._dataset = self._make_dataset(k)
 
     def close(self) -> None:
         shutdown = getattr(self._iter, "_shutdown_workers", None)
@@ -527,6 +600,7 @@ def build_crop_source(
     host_cache_budget_bytes: int | None = None,
     mp_context: str | None = None,
     decode_threads: int | None = None,
+    crops_per_image: int = LOADER_CROPS_PER_IMAGE,
 ) -> CropSource:
     """Check every pair from its headers, then cache the decoded set if it fits the budget, else load.
 
@@ -535,6 +609,7 @@ def build_crop_source(
     second tier — a set too big for the device cache but within this many bytes is cached in pinned
     host memory (still far faster than decoding per crop). mp_context: the loader workers' start method
     (None: the platform's). decode_threads: threads that fill the cache (None: up to 16).
+    crops_per_image: crops the loader cuts from each pair it decodes (K; the cache ignores it).
     The choice and its reason are `source.reason`.
     """
     table = _CropTable.scan(pairs_gt_lq, scale, lq_size)
@@ -571,8 +646,14 @@ def build_crop_source(
     budgets = " / ".join(_gib(b) for _, b in tiers)
     reason = (
         f"decoded set {_gib(need)} exceeds the {budgets} cache budget{fallback}: "
-        f"{num_workers} workers decode and crop"
+        f"{num_workers} workers decode and cut {crops_per_image} crops per decoded pair"
     )
     return LoaderCropSource(
-        table, num_workers=num_workers, world_size=world_size, mp_context=mp_context, reason=reason, **common
+        table,
+        num_workers=num_workers,
+        world_size=world_size,
+        crops_per_image=crops_per_image,
+        mp_context=mp_context,
+        reason=reason,
+        **common,
     )

@@ -35,6 +35,11 @@ def train_from_file(
     run_dir = out_dir / cfg.name
     store = ckpt.CheckpointStore(run_dir)
     latest = store.latest()
+    explicit = cfg.section("path").get("resume_state")
+    if explicit:  # traiNNer's way to name the state to resume from
+        latest, resume = Path(explicit), True
+        if not latest.is_file():
+            raise AutosrError(f"path.resume_state: {latest} does not exist", "fix the path, or remove the key to resume from the run folder")
     if resume is None:
         resume = latest is not None
     if resume and latest is None:

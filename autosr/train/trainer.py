@@ -26,6 +26,7 @@ from autosr.train.hooks import Automation, StepStats, ValStats, phase_of
 from autosr.train.images import collect_pairs, load_val_pairs
 from autosr.train.losses import build_losses, total_loss
 from autosr.train.lr import schedule_factor
+from autosr.train.pretrained import load_pretrained
 from autosr.train.progress import Progress
 from autosr.train.setup import (
     DistInfo,
@@ -57,13 +58,16 @@ class Trainer:
         self.phase: str | None = None
         self.last_stats: StepStats | None = None
         self.compile_note: tuple[Any, Any, str] | None = None  # journaled once the run starts
+        self.pretrained_note: str | None = None
         train, ds = cfg.train, cfg.train_set
         self.total_iter = train["total_iter"]
         self.accum = ds.get("accum_iter", 1)
         self.clip = train.get("grad_clip", False)
         self.clip_threshold = float(train.get("grad_clip_max_norm", 1.0))
         val = cfg.section("val")
-        self.val_freq = val.get("val_freq", 0) if val.get("val_enabled", True) else 0
+        validating = val.get("val_enabled", True) and val.get("metrics_enabled", True)
+        self.val_freq = val.get("val_freq", 0) if validating else 0
+        self.save_img = bool(val.get("save_img", False))
         logger = cfg.section("logger")
         self.print_freq = logger.get("print_freq", 100)
         self.save_freq = logger.get("save_checkpoint_freq", self.val_freq or 1000)
@@ -71,7 +75,10 @@ class Trainer:
         if cfg.data.get("fast_matmul") and self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        if self.device.type == "cuda":
+        if cfg.data.get("deterministic"):
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick the fastest kernels
         self.channels_last = bool(cfg.data.get("use_channels_last", False))
         self.precision = choose_precision(cfg, self.device)
@@ -84,6 +91,12 @@ class Trainer:
         self.model = build_network(self.net_opts).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        paths = cfg.section("path")
+        if paths.get("pretrain_network_g"):
+            self.pretrained_note = load_pretrained(
+                self.model, Path(paths["pretrain_network_g"]), param_key=paths.get("param_key_g"),
+                strict=paths.get("strict_load_g", True),
+            )
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.ema = ModelEMA(self.model, decay=train.get("ema_decay", 0.999), power=train.get("ema_power", 10.0))  # traiNNer's default: no warm-up
         self.optimizer = build_optimizer(self.params, cfg, self.device)
@@ -251,6 +264,10 @@ class Trainer:
                 self._event("trainer", key, None, "not applied", note)
             if self.compile_note:
                 self._event("trainer", "use_compile", *self.compile_note)
+            if self.pretrained_note:
+                self._event("trainer", "path.pretrain_network_g", None, "loaded", self.pretrained_note)
+            for key, note in self._overridden_hints():
+                self._event("trainer", key, None, "not used", note)
         self.progress.message(
             f"{self.net_opts['type']} ×{self.cfg.scale} · {params:,} params · {self.precision.label} · "
             f"batch {self.batch_size}×{self.accum} · patch {self.cfg.lq_size} · {self.device} · data: {self.source.kind}"
@@ -281,6 +298,24 @@ class Trainer:
             out.append(("train.training_automations", f"accepted and checked, not applied yet ({', '.join(names) or 'none enabled'})"))
         return out
 
+    def _overridden_hints(self) -> list[tuple[str, str]]:
+        """traiNNer keys that autosr's own pipeline decides: accepted, and said to be unused."""
+        ds, out = self.cfg.train_set, []
+        if ds.get("prefetch_mode"):
+            out.append(("datasets.train.prefetch_mode", f"autosr's data pipeline prefetches itself ({self.source.kind})"))
+        if ds.get("pin_memory") is False and self.device.type == "cuda":
+            out.append(("datasets.train.pin_memory", "autosr pins host memory on CUDA (faster copies)"))
+        if ds.get("persistent_workers") is False and self.source.kind == "loader":
+            out.append(("datasets.train.persistent_workers", "autosr's loader keeps its workers for the whole run"))
+        if ds.get("dataset_enlarge_ratio", 1) not in (1, "auto"):
+            out.append(("datasets.train.dataset_enlarge_ratio", "autosr samples crops endlessly: there are no epochs to enlarge"))
+        if self.cfg.section("logger").get("save_checkpoint_format") == "pth":
+            out.append(("logger.save_checkpoint_format", "models are written as safetensors (loads everywhere .pth does)"))
+        num_gpu = self.cfg.data.get("num_gpu")
+        if isinstance(num_gpu, int) and num_gpu != self.dist.world_size:
+            out.append(("num_gpu", f"{self.dist.world_size} process(es) run: start several GPUs with torchrun --nproc_per_node {num_gpu}"))
+        return out
+
     def _validate(self) -> None:
         if not self.dist.is_main or not self.val_images:
             return
@@ -288,7 +323,9 @@ class Trainer:
         self.ema.module.eval()
         values = evaluate(self.ema.module, self.val_images, self.metrics, scale=self.cfg.scale, device=self.device,
                           autocast=self.autocast, channels_last=self.channels_last,
-                          tile=self.cfg.section("val").get("tile_size", 256))
+                          tile=self.cfg.section("val").get("tile_size", 256),
+                          save_dir=self.run_dir / "visualization" if (self.save_img and self.run_dir) else None,
+                          iteration=self.iteration)
         improved = []
         for name, value in values.items():
             higher = self.metrics[name].get("better", "higher" if "psnr" in name or "ssim" in name else "lower") == "higher"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,10 +24,13 @@ def evaluate(
     autocast: Callable[[], Any],
     channels_last: bool,
     tile: int = 256,
+    save_dir: Path | None = None,
+    iteration: int = 0,
 ) -> dict[str, float]:
-    """Mean of each metric over the images (name → value)."""
+    """Mean of each metric over the images (name → value). With `save_dir`, each SR image is also
+    written as <save_dir>/<name>/<name>_<iteration>.png (traiNNer's layout)."""
     sums = {name: 0.0 for name in metrics}
-    for _, lq_u8, gt_u8 in images:
+    for image_name, lq_u8, gt_u8 in images:
         lq = lq_u8.to(device, non_blocking=True).unsqueeze(0).float().div_(255)
         if channels_last:
             lq = lq.contiguous(memory_format=torch.channels_last)
@@ -36,7 +40,17 @@ def evaluate(
         gt = gt_u8.float().div_(255)
         for name, spec in metrics.items():
             sums[name] += calculate_metric(spec, sr, gt, where=f"val.metrics.{name}")
+        if save_dir is not None:
+            _save_png(sr, save_dir / image_name / f"{image_name}_{iteration}.png")
     return {name: total / max(1, len(images)) for name, total in sums.items()}
+
+
+def _save_png(image: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = image.mul(255).round_().clamp_(0, 255).byte().permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(path)
 
 
 def bicubic_baseline(images: Sequence[ValImage], metrics: Mapping[str, Mapping[str, Any]], scale: int) -> dict[str, float]:

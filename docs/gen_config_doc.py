@@ -1,0 +1,58 @@
+"""Regenerate docs/config.md from autosr/schema.py: python docs/gen_config_doc.py"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autosr.schema import ROOT, Either, FreeMap, ListOf, MapOf, Scalar, Struct  # noqa: E402
+
+
+def type_name(spec) -> str:
+    if isinstance(spec, Scalar):
+        text = ", ".join(f"`{c}`" for c in spec.choices) if spec.choices else spec.kind.__name__
+        return text + (" or null" if spec.nullable else "")
+    if isinstance(spec, Either):
+        return " or ".join(type_name(o) for o in spec.options)
+    if isinstance(spec, ListOf):
+        return f"list of {type_name(spec.item)}"
+    if isinstance(spec, FreeMap):
+        return "mapping (" + ", ".join(spec.required) + " required)" if spec.required else "mapping"
+    return "mapping"
+
+
+def rows(spec, prefix: str = ""):
+    if isinstance(spec, Struct):
+        for key, child in spec.keys.items():
+            path = f"{prefix}{key}"
+            yield path, type_name(child), key in spec.required
+            yield from rows(child, path + ".")
+    elif isinstance(spec, MapOf):
+        for key_prefix, child in spec.by_prefix:
+            yield from rows(child, f"{prefix}{key_prefix or '<name>'}{'*' if key_prefix == 'val' else ''}.")
+    elif isinstance(spec, Either):
+        for option in spec.options:
+            if isinstance(option, Struct):
+                yield from rows(option, prefix)
+
+
+def render() -> str:
+    lines = [
+        "# Config keys",
+        "",
+        "Every key autosr reads and writes (traiNNer-redux's names), generated from `autosr/schema.py` by",
+        "`python docs/gen_config_doc.py`. Unknown keys and wrong types are errors, as in traiNNer-redux.",
+        "`--set KEY=VALUE` takes any of these paths (list items by index: `train.losses.0.loss_weight`).",
+        "`network_g` takes the architecture's keywords (`autosr presets`); each loss entry its type's options.",
+        "",
+        "| key | type | required |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{k}` | {t} | {'yes' if r else ''} |" for k, t, r in rows(ROOT)]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    (Path(__file__).resolve().parent / "config.md").write_text(render(), encoding="utf-8")
