@@ -172,16 +172,83 @@ def test_set_batch_size(box_pairs, kind):
     assert resumed.batch_size == 5 and _same(resumed.next_batch(), reference)
 
 
-def test_loader_ranks_split_one_stream(box_pairs):
-    whole = _source(box_pairs, "loader", batch_size=8).next_batch()
-    parts = [_source(box_pairs, "loader", batch_size=4, rank=r, world_size=2).next_batch() for r in (0, 1)]
-    assert torch.equal(parts[0].gt, whole.gt[0::2]) and torch.equal(parts[1].gt, whole.gt[1::2])
+def _crops(t: torch.Tensor) -> list[bytes]:
+    """A batch's crops as a sorted multiset (order within a batch carries no meaning)."""
+    return sorted(bytes(row) for row in (t.flatten(1) * 255).round().to(torch.uint8).numpy())
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_loader_ranks_split_one_stream(box_pairs, k):
+    # Rank r takes units r, r + 2, …: together the two ranks cut exactly the single-rank batch.
+    whole = _source(box_pairs, "loader", batch_size=16, crops_per_image=k).next_batch()
+    parts = [
+        _source(box_pairs, "loader", batch_size=8, rank=r, world_size=2, crops_per_image=k).next_batch()
+        for r in (0, 1)
+    ]
+    assert _crops(torch.cat([part.gt for part in parts])) == _crops(whole.gt)
+    assert _crops(parts[0].gt) != _crops(parts[1].gt)
+
+
+def test_loader_decodes_each_pair_once_per_k_crops(box_pairs, monkeypatch):
+    decoded = []
+
+    def counting_load(path):
+        decoded.append(path)
+        return load_rgb_uint8(path)
+
+    monkeypatch.setattr("autosr.train.data.load_rgb_uint8", counting_load)  # num_workers=0: in-process
+    # K=1 decodes a pair per crop, K=8 one per 8 crops. Batches of 12 from crops 0, 12 and 24 touch
+    # units 0–1, 1–2 and 3–4: a unit that straddles two batches is decoded by both, each cutting
+    # its own crops of it.
+    for k, batch_size, pairs_per_batch in ((1, 32, [32, 32]), (8, 32, [4, 4]), (8, 12, [2, 2, 2])):
+        source = _source(box_pairs, "loader", batch_size=batch_size, crops_per_image=k)
+        for expected in pairs_per_batch:
+            decoded.clear()
+            source.next_batch()
+            assert len(decoded) == 2 * expected, (k, batch_size)  # an LQ and a GT file per pair
+
+
+def test_loader_batches_are_runs_of_one_crop_stream(box_pairs):
+    # Whatever the batch sizes (and so wherever units are split), the same crops come out.
+    whole = _source(box_pairs, "loader", batch_size=24).next_batch()
+    source = _source(box_pairs, "loader", batch_size=5)
+    pieces = []
+    for size in (5, 7, 12):
+        source.set_batch_size(size)
+        pieces.append(source.next_batch().gt)
+    assert _crops(torch.cat(pieces)) == _crops(whole.gt)
+
+
+def test_loader_batch_is_shuffled_and_grouped_by_transform(box_pairs):
+    source = _source(box_pairs, "loader", batch_size=64)
+    stream = source._dataset.stream
+    units, counts = stream.batch(0, 64)
+    assert len(units) == 8 and sum(counts) == 64
+    slots = [[slot for slot, *_ in crops] for _, crops in units]
+    assert sorted(sum(slots, [])) == list(range(64))
+    assert any(max(s) - min(s) >= len(s) for s in slots)  # a unit's crops are spread over the batch
+    by_slot = sorted((slot, code >> 1) for _, crops in units for slot, _, _, code in crops)
+    assert [group for _, group in by_slot] == sorted(group for _, group in by_slot)
+    assert stream.batch(0, 64) == (units, counts) and stream.batch(64, 64) != (units, counts)
+
+
+def test_loader_resume_keeps_the_saved_k(box_pairs):
+    straight = _source(box_pairs, "loader", batch_size=12, crops_per_image=4)
+    straight.next_batch()
+    state = straight.state_dict()
+    assert state["crops_per_image"] == 4 and state["samples"] == 12
+    resumed = _source(box_pairs, "loader", batch_size=12)  # another K by default
+    resumed.load_state_dict(state)
+    assert resumed.crops_per_image == 4
+    for _ in range(2):
+        assert _same(resumed.next_batch(), straight.next_batch())
 
 
 def test_loader_workers_under_spawn(box_pairs):
     # Workers are started the Windows way; batches must not depend on the number of workers.
-    inline = _source(box_pairs, "loader", batch_size=4)
-    spawned = _source(box_pairs, "loader", batch_size=4, num_workers=2, mp_context="spawn")
+    # Batches of 12 split units of 8, so neighbouring batches in different workers share a unit.
+    inline = _source(box_pairs, "loader", batch_size=12)
+    spawned = _source(box_pairs, "loader", batch_size=12, num_workers=2, mp_context="spawn")
     try:
         for _ in range(3):
             assert _same(inline.next_batch(), spawned.next_batch())
@@ -262,7 +329,8 @@ def test_corrupt_file_is_named(tmp_path):
         _source(collect_pairs(str(hr), str(lr)), "cache")
     loader = _source(collect_pairs(str(hr), str(lr)), "loader", batch_size=4)
     with pytest.raises(AutosrError, match=gt.name):
-        loader.next_batch()
+        for _ in range(20):  # a batch of 4 decodes one pair: the broken one comes up sooner or later
+            loader.next_batch()
 
 
 def test_size_mismatch_and_too_small_images(tmp_path):
@@ -271,6 +339,12 @@ def test_size_mismatch_and_too_small_images(tmp_path):
     with pytest.raises(AutosrError, match="does not match") as err:
         _source([(gt, lq)])
     assert gt.name in str(err.value) and lq.name in str(err.value)
+    # The loader draws crops from the header sizes: a file that decodes to another size is named.
+    ((gt_c, lq_c),) = _write_box_pairs(tmp_path / "c", [(64, 48)])
+    loader = _source([(gt_c, lq_c)], "loader")
+    Image.fromarray(np.zeros((50, 64, 3), np.uint8)).save(gt_c)  # changed after the scan
+    with pytest.raises(AutosrError, match=f"{gt_c.name} decoded to 64×50, header said 64×48"):
+        loader.next_batch()
     small = _write_box_pairs(tmp_path / "b", [(32, 32)])
     with pytest.raises(AutosrError, match="lower lq_size to at most 16"):
         _source(small, lq_size=24)

@@ -347,55 +347,90 @@ class CachedCropSource:
 
 # ---------------------------------------------------------------- worker loader (large sets) ----
 
-# Crops the worker loader cuts from each decoded pair (K). Decoding is nearly all of a worker's
-# time (a 1024² PNG pair takes ~40 ms on one core, cutting and orienting a 64/128-px crop pair
-# ~10 µs), so samples/s grow almost ×K until the per-crop work shows. See LOADER_CROPS_PER_IMAGE_WHY.
+# Crops the worker loader cuts from each pair it decodes (K). Decoding is nearly all of a
+# worker's time: a 1024² PNG pair (×2) takes ~25 ms on one core, cutting a 64-px LQ + 128-px GT
+# crop pair a few µs. Measured with benchmarks/data_throughput.py (2-core CPU, 24 such pairs,
+# batch 64, lq 64), K = 1, 2, 4, 8, 16, 32: one worker alone 41, 81, 162, 315, 571, 1,195
+# samples/s, the loader with 2 workers 59, 150, 274, 446, 766, 1,275 (there the main process's
+# CPU work shows). Speed alone would say "as large as possible": it grows ~×K. The price is
+# variety: a batch of B holds crops of only ~B/K images. 8 is the largest K that still puts 8
+# images in a batch of 64 (64 in the planner's usual 512) and keeps a back-off batch of 16 at 2+
+# images, for an ~8× gain; the rest of the curve would need batches of 1–4 images at those sizes.
 LOADER_CROPS_PER_IMAGE = 8
 
+# One decoded pair's crops in a batch: (image index, [(slot in the batch, y0, x0, transform code)]).
+_UnitCrops = tuple[int, list[tuple[int, int, int, int]]]
 
 
 class _UnitStream:
-    """The loader's crop stream, cut into decode units of K crops (pure, picklable, cheap).
+    """The loader's crop stream, in decode units of K crops (pure, picklable, needs no pixels).
 
     Unit u of rank r is global unit g = u·world_size + r, so ranks take disjoint units of one
     stream. A unit's image is drawn uniformly over every crop position in the set (area-weighted,
-    as the cache draws), then its K crop positions uniformly within that image and its K
-    transforms, all from (seed, g) alone: each crop is still uniform over all crop positions, only
-    no longer independent of the other crops of its unit.
+    as the cache draws), then K crop positions uniformly within that image and K transforms, all
+    from (seed, g) and the header sizes alone: each crop is still uniform over all crop positions,
+    only not independent of the other crops of its unit.
 
-    Rank-local crop c is crop c mod K of unit c // K, so the stream's whole state is the number of
+    Rank-local crop c is crop c mod K of unit c // K, so the stream's state is just the number of
     crops consumed, and a batch is any run of it. A batch that starts or ends inside a unit decodes
-    that unit too and uses just its crops there; the unit's other crops go to the neighbouring
-    batch, which decodes it again (at most one extra decode per batch, none when K divides the
-    batch size). That keeps every batch a pure function of (its first crop, its size): workers need
-    not share anything, and a resume or batch-size change restarts at any crop exactly.
+    that unit and uses only its own crops of it; the neighbouring batch decodes it again for the
+    rest (at most one extra decode per batch, none when K divides the batch size). So every batch
+    is a pure function of (first crop, size): workers share nothing, batches do not depend on the
+    worker count, and a resume or batch-size change restarts exactly at any crop.
     """
 
-    def __init__(self, cum: list[int], seed: int, rank: int, world_size: int, per_unit: int) -> None:
+    def __init__(
+        self,
+        cum: list[int],
+        usable: list[tuple[int, int]],
+        lq_size: int,
+        codes: tuple[int, ...],
+        seed: int,
+        rank: int,
+        world_size: int,
+        per_unit: int,
+    ) -> None:
         if per_unit < 1:
             raise ValueError(f"crops per image must be ≥ 1, got {per_unit}")
-        self.cum, self.seed, self.rank, self.world, self.per_unit = cum, seed, rank, world_size, per_unit
+        self.cum, self.usable, self.lq_size, self.codes = cum, usable, lq_size, codes
+        self.seed, self.rank, self.world, self.per_unit = seed, rank, world_size, per_unit
 
-    def unit(self, u: int) -> tuple[int, int]:
-        """(image index, unit seed) of rank-local unit u."""
+    def unit(self, u: int) -> tuple[int, list[tuple[int, int, int]]]:
+        """Rank-local unit u: (image index, its K crops as (y0, x0, transform code) in LQ pixels)."""
         g = u * self.world + self.rank
-        pos = random.Random(_mix(self.seed, 1, g)).randrange(self.cum[-1])
-        return bisect.bisect_right(self.cum, pos), _mix(self.seed, 2, g)
-
-    def plan(self, start: int, size: int) -> list[tuple[int, int, int, int]]:
-        """The units behind crops start … start+size−1: (image, unit seed, lo, hi), using the
-        unit's crops lo … hi−1."""
-        k = self.per_unit
-        return [
-            (*self.unit(u), max(start - u * k, 0), min(start + size - u * k, k))
-            for u in range(start // k, (start + size - 1) // k + 1)
+        rng = random.Random(_mix(self.seed, 2, g))
+        image = bisect.bisect_right(self.cum, rng.randrange(self.cum[-1]))
+        (width, height), p = self.usable[image], self.lq_size
+        crops = [
+            (rng.randrange(height - p + 1), rng.randrange(width - p + 1), rng.choice(self.codes))
+            for _ in range(self.per_unit)
         ]
+        return image, crops
 
-    def slots(self, start: int, size: int) -> list[int]:
-        """Where each planned crop lands in the batch: a shuffle, so that a batch is not K-blocked."""
+    def batch(self, start: int, size: int) -> tuple[list[_UnitCrops], list[int]]:
+        """Crops start … start+size−1 by unit: [(image, [(slot, y0, x0, code), …]), …] and the
+        number of crops per (hflip, transpose) group.
+
+        Slots are a seeded shuffle, then stably grouped by those two bits, which the device applies
+        per group (as the cache does); so a batch is not K-blocked and workers skip the slow
+        strided copies. The vertical flip (code & 1) stays with the worker: a row-order copy.
+        """
+        k = self.per_unit
+        units, flat = [], []
+        for u in range(start // k, (start + size - 1) // k + 1):
+            image, crops = self.unit(u)
+            units.append((image, []))
+            lo, hi = max(start - u * k, 0), min(start + size - u * k, k)
+            flat += [(len(units) - 1, *crop) for crop in crops[lo:hi]]
         order = list(range(size))
         random.Random(_mix(self.seed, 3, self.rank, start, size)).shuffle(order)
-        return order
+        order.sort(key=lambda i: flat[i][3] >> 1)
+        counts = [0] * 4
+        for slot, i in enumerate(order):
+            unit, y0, x0, code = flat[i]
+            units[unit][1].append((slot, y0, x0, code))
+            counts[code >> 1] += 1
+        return units, counts
 
 
 class _BatchStream(Sampler):
@@ -411,49 +446,46 @@ class _BatchStream(Sampler):
             start += self.size
 
 
-def _orient(a: np.ndarray, code: int) -> np.ndarray:
-    if code & 1:
-        a = a[::-1]
-    if code & 2:
-        a = a[:, ::-1]
-    if code & 4:
-        a = a.transpose(1, 0, 2)
-    return a
-
-
 class _BatchDataset(Dataset):
-    """One whole batch per item (first crop, size): decodes each unit's pair once, cuts its crops
-    into their shuffled slots; returns uint8 [B,p,p,3] LQ and GT (normalised on the device)."""
+    """One whole batch per item (first crop, size): decodes each unit's pair once and cuts its
+    crops into their slots. Returns uint8 [B,p,p,3] LQ and GT, vertically flipped where their code
+    says, and the crops per (hflip, transpose) group, which the device applies (`_to_float`)."""
 
     def __init__(
-        self, pairs: list[Pair], scale: int, lq_size: int, codes: tuple[int, ...], stream: _UnitStream
+        self,
+        pairs: list[Pair],
+        gt_wh: list[tuple[int, int]],
+        lq_wh: list[tuple[int, int]],
+        scale: int,
+        stream: _UnitStream,
     ) -> None:
-        self.pairs, self.scale, self.lq_size, self.codes, self.stream = pairs, scale, lq_size, codes, stream
+        self.pairs, self.gt_wh, self.lq_wh, self.scale, self.stream = pairs, gt_wh, lq_wh, scale, stream
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode(self, path: Path, wh: tuple[int, int]) -> np.ndarray:
+        arr = load_rgb_uint8(path)
+        if arr.shape[:2] != (wh[1], wh[0]):  # the crops were drawn from the header sizes
+            raise AutosrError(f"{path} decoded to {arr.shape[1]}×{arr.shape[0]}, header said {wh[0]}×{wh[1]}")
+        return arr
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         start, size = item
-        p, s = self.lq_size, self.scale
+        p, s = self.stream.lq_size, self.scale
+        units, counts = self.stream.batch(start, size)
         lq_out = np.empty((size, p, p, 3), dtype=np.uint8)
         gt_out = np.empty((size, p * s, p * s, 3), dtype=np.uint8)
-        slots = iter(self.stream.slots(start, size))
-        for index, unit_seed, lo, hi in self.stream.plan(start, size):
-            gt_path, lq_path = self.pairs[index]
-            lq, gt = load_rgb_uint8(lq_path), load_rgb_uint8(gt_path)
-            gt_wh, lq_wh = (gt.shape[1], gt.shape[0]), (lq.shape[1], lq.shape[0])
-            check_pair((gt_path, lq_path), gt_wh, lq_wh, s, p)
-            width, height = usable_lq_size(gt_wh, lq_wh, s)
-            rng = random.Random(unit_seed)
-            for j in range(hi):  # crops before lo belong to the previous batch: drawn, not cut
-                y0, x0, code = rng.randrange(height - p + 1), rng.randrange(width - p + 1), rng.choice(self.codes)
-                if j >= lo:
-                    slot = next(slots)
-                    lq_out[slot] = _orient(lq[y0 : y0 + p, x0 : x0 + p], code)
-                    gt_out[slot] = _orient(gt[y0 * s : (y0 + p) * s, x0 * s : (x0 + p) * s], code)
+        for image, crops in units:
+            gt_path, lq_path = self.pairs[image]
+            lq = self._decode(lq_path, self.lq_wh[image])
+            gt = self._decode(gt_path, self.gt_wh[image])
+            for slot, y0, x0, code in crops:
+                rows = slice(None, None, -1 if code & 1 else 1)
+                lq_out[slot] = lq[y0 : y0 + p, x0 : x0 + p][rows]
+                gt_out[slot] = gt[y0 * s : (y0 + p) * s, x0 * s : (x0 + p) * s][rows]
             del lq, gt  # one decoded pair alive at a time
-        return torch.from_numpy(lq_out), torch.from_numpy(gt_out)
+        return torch.from_numpy(lq_out), torch.from_numpy(gt_out), torch.tensor(counts)
 
 
 def _clean_worker_error(exc: AutosrError) -> AutosrError:
@@ -509,15 +541,17 @@ class LoaderCropSource:
 
     def _make_dataset(self, crops_per_image: int) -> _BatchDataset:
         t = self.table
-        stream = _UnitStream(t.cum.tolist(), self.seed, self.rank, self.world_size, crops_per_image)
-        return _BatchDataset(t.pairs, t.scale, t.lq_size, self._codes, stream)
+        usable = [usable_lq_size(g, q, t.scale) for g, q in zip(t.gt_wh, t.lq_wh, strict=True)]
+        stream = _UnitStream(t.cum.tolist(), usable, t.lq_size, self._codes, self.seed, self.rank,
+                             self.world_size, crops_per_image)  # fmt: skip
+        return _BatchDataset(t.pairs, t.gt_wh, t.lq_wh, t.scale, stream)
 
     def _start(self) -> Iterator:
         # Built lazily: a load_state_dict right after construction starts workers only once.
         workers = self.num_workers
         self._loader = DataLoader(
             self._dataset,
-            batch_size=None,  # each item already is a batch
+            batch_size=None,  # each item already is a whole batch
             sampler=_BatchStream(self.samples, self.batch_size),
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
@@ -530,15 +564,15 @@ class LoaderCropSource:
 
     def next_batch(self) -> Batch:
         try:
-            lq, gt = next(self._start() if self._iter is None else self._iter)
+            lq, gt, counts = next(self._start() if self._iter is None else self._iter)
         except AutosrError as exc:
             raise _clean_worker_error(exc) from None
-        n = lq.shape[0]
-        groups = [(0, n, 0)]
+        bounds = np.cumsum([0, *counts.tolist()]).tolist()
+        groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
         lq = _to_float(_to_device(lq, self.device), groups, self.channels_last)
         gt = _to_float(_to_device(gt, self.device), groups, self.channels_last)
         self.batches += 1
-        self.samples += n
+        self.samples += lq.shape[0]
         return Batch(lq, gt)
 
     def set_batch_size(self, batch_size: int) -> None:
@@ -561,8 +595,9 @@ class LoaderCropSource:
         self.close()
         self.batch_size = int(state.get("batch_size", self.batch_size))
         self.batches, self.samples = int(state["batches"]), int(state["samples"])
-        # The saved K wins over this build's: with another K the same crop counter names other crops.
-        # (A state without one, saved by the cache, goes on from the same counters in another stream.)
+        # The saved K wins over this build's: under another K the same crop counter names other
+        # crops. (A state without one, saved by the cache, goes on from the same counters in
+        # another stream.)
         k = int(state.get("crops_per_image", self.crops_per_image))
         if k != self.crops_per_image:
             self._dataset = self._make_dataset(k)
