@@ -22,14 +22,13 @@ class Journal:
         """`path=None` gives a journal that records nothing (non-main DDP ranks)."""
         self.path = path
         self.records: list[dict[str, Any]] = []
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
 
     def record(self, iteration: int, source: str, key: str, old: Any, new: Any, reason: str) -> dict[str, Any]:
         entry = {"iter": iteration, "time": round(time.time(), 3), "source": source, "key": key,
                  "old": _plain(old), "new": _plain(new), "reason": reason}
         self.records.append(entry)
         if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
         return entry

@@ -248,3 +248,14 @@ def test_pretrained_weights_of_another_arch_are_a_clear_error(tmp_path, pair_set
     config = make_config(tmp_path, pair_set, 2, [f"path.pretrain_network_g={weights}"])
     result = runner.invoke(app, ["train", str(config), "--set", "network_g.type=paragonsr2_micro", "--dry-run"])
     assert result.exit_code == 2 and "does not fit this network" in result.output
+
+
+def test_bad_data_at_train_time_fails_cleanly_and_writes_nothing(tmp_path):
+    hr, lr = write_pairs(tmp_path / "data", 4, scale=2, size=(192, 160), seed=9)
+    config = make_config(tmp_path, (hr, lr), 5)
+    (hr / "img_0002.png").write_bytes((hr / "img_0002.png").read_bytes()[:2000])  # truncated after planning
+    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "img_0002.png" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+    moved = runner.invoke(app, ["train", str(config), "--set", f"datasets.train.dataroot_gt={tmp_path / 'gone'}", "--dry-run"])
+    assert moved.exit_code == 2 and "datasets.train.dataroot_gt" in moved.output and "is not a folder" in moved.output

@@ -129,6 +129,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
 
 
+def _entries(folder: Path) -> list[Path]:
+    """A folder's entries; none while it does not exist yet."""
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
 class CheckpointStore:
     """Numbered checkpoints in a run folder: save, prune to ``keep_last`` (never the best), find
     the newest loadable one, and keep ``net_g_best``.
@@ -144,8 +149,6 @@ class CheckpointStore:
         self.keep_last = keep_last
         self.checkpoints_dir = self.run_dir / "checkpoints"
         self.models_dir = self.run_dir / "models"
-        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
-        self.models_dir.mkdir(parents=True, exist_ok=True)
         self.skipped: list[tuple[Path, str]] = []
         self.best_iter = self._read_best_iter()
         self.remove_temp_files()
@@ -166,9 +169,15 @@ class CheckpointStore:
         return self.models_dir / "best.json"
 
     # writing
+    def _ensure_dirs(self) -> None:
+        # Created at the first write, so that a run failing at start leaves no empty folders.
+        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+
     def save(self, iteration: int, state: Mapping[str, Any], net_g: Mapping[str, Tensor],
              net_g_ema: Mapping[str, Tensor] | None = None) -> Path:
         """Write the weights, then the state (the completion mark), then prune. Returns the state path."""
+        self._ensure_dirs()
         meta = {"iter": str(iteration)}
         save_safetensors(net_g, self.model_path(iteration), meta)
         if net_g_ema is not None:
@@ -185,6 +194,7 @@ class CheckpointStore:
         hard-linked (copied where links are impossible); with ``weights`` they are written directly,
         for a validation that falls between two checkpoints.
         """
+        self._ensure_dirs()
         if weights is not None:
             save_safetensors(weights, self.best_model_path, {"iter": str(iteration)})
             source = "weights"
@@ -206,7 +216,7 @@ class CheckpointStore:
     # reading
     def iterations(self) -> list[int]:
         """Iterations that have a state file, ascending (temp files never match)."""
-        found = (_STATE_RE.match(p.name) for p in self.checkpoints_dir.iterdir())
+        found = (_STATE_RE.match(p.name) for p in _entries(self.checkpoints_dir))
         return sorted(int(m.group(1)) for m in found if m)
 
     def latest(self) -> Path | None:
@@ -234,7 +244,7 @@ class CheckpointStore:
             if iteration not in keep:
                 self.state_path(iteration).unlink(missing_ok=True)
         newest = iterations[-1] if iterations else -1
-        for p in self.models_dir.iterdir():
+        for p in _entries(self.models_dir):
             m = _MODEL_RE.match(p.name)
             # weights newer than the newest state may belong to a save in progress elsewhere: keep
             if m and int(m.group(1)) not in keep and int(m.group(1)) <= newest:
@@ -243,7 +253,7 @@ class CheckpointStore:
     def remove_temp_files(self) -> None:
         """Drop temp files a killed writer left behind (only one process writes a run folder)."""
         for folder in (self.checkpoints_dir, self.models_dir):
-            for p in folder.iterdir():
+            for p in _entries(folder):
                 if is_temp_name(p.name):
                     p.unlink(missing_ok=True)
 

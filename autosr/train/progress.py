@@ -24,11 +24,14 @@ class Progress:
         self.total = total
         self.paused = 0.0
         self._mark = (0, time.perf_counter(), 0.0)
-        self.tb = _tensorboard(tb_dir) if (enabled and tb_dir is not None) else None
-        self.tb_note = None if self.tb is not None or tb_dir is None else "tensorboard is not installed: no tb/ logs"
+        self.tb_dir = tb_dir if enabled else None
+        self.tb = None  # opened at start(): nothing is written before the run really begins
+        self.tb_note = None if tb_dir is None or _tensorboard_available() else "tensorboard is not installed: no tb/ logs"
 
     def start(self, iteration: int) -> None:
         self._mark = (iteration, time.perf_counter(), self.paused)
+        if self.tb is None and self.tb_dir is not None and self.tb_note is None:
+            self.tb = _tensorboard(self.tb_dir)
         if self.tty and self.bar is None:
             self.bar = RichProgress(
                 TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -79,6 +82,12 @@ class Progress:
             self.bar = None
         if self.tb is not None:
             self.tb.flush()
+
+
+def _tensorboard_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def _tensorboard(folder: Path) -> Any:

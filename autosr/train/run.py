@@ -51,6 +51,8 @@ def train_from_file(
         )
 
     journal = Journal(run_dir / "events.jsonl" if dist.is_main else None)
+    # Built first: it reads every image header, so bad data fails before the run folder is touched.
+    trainer = Trainer(cfg, run_dir, dist, journal, quiet=quiet)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_run_files(cfg, run_dir, config_path, overrides, first=not resume)
@@ -58,7 +60,6 @@ def train_from_file(
             for key, value, reason in plan_decisions(config_path.read_text(encoding="utf-8")):
                 journal.record(0, "plan", key, None, value, reason)
 
-    trainer = Trainer(cfg, run_dir, dist, journal, quiet=quiet)
     if resume:
         state = ckpt.load_training_state(latest)
         _check_same_model(cfg, state, run_dir)

@@ -17,7 +17,7 @@ import torch
 
 from autosr.archs import build_network, count_parameters
 from autosr.config import RunConfig
-from autosr.errors import AutosrRuntimeError
+from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.journal import Journal
 from autosr.train import checkpoint as ckpt
 from autosr.train.data import build_crop_source
@@ -112,6 +112,7 @@ class Trainer:
         # Data.
         self.batch_size = ds["batch_size_per_gpu"]
         budget, host_budget, budget_reason = cache_budget_bytes(self.device)
+        _check_dataroots(cfg)
         pairs = collect_pairs(ds["dataroot_gt"], ds["dataroot_lq"], ds.get("meta_info"))
         self.source = build_crop_source(
             pairs, scale=cfg.scale, lq_size=cfg.lq_size, batch_size=self.batch_size,
@@ -475,6 +476,21 @@ class Trainer:
             # the compiled function so that changing them never recompiles.
             term.fn = torch.compile(term.fn)
         return torch.compile(model, mode=mode)
+
+
+def _check_dataroots(cfg: RunConfig) -> None:
+    """A moved or mistyped folder is named as such, before any meta_info line is read."""
+    for set_name, ds in cfg.data.get("datasets", {}).items():
+        for key in ("dataroot_gt", "dataroot_lq"):
+            roots = ds.get(key) if isinstance(ds.get(key), list) else [ds.get(key)]
+            for root in roots:
+                if root and not Path(root).is_dir():
+                    raise AutosrError(f"{cfg.source}: datasets.{set_name}.{key}: {root} is not a folder",
+                                      "fix the path (moved the data? re-run autosr init)")
+        meta = ds.get("meta_info")
+        if meta and not Path(meta).is_file():
+            raise AutosrError(f"{cfg.source}: datasets.{set_name}.meta_info: {meta} does not exist",
+                              "re-run autosr init to write the pair lists, or remove the key")
 
 
 class _null:
