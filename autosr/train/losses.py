@@ -1,24 +1,32 @@
-"""Training losses built from traiNNer's ``train.losses`` list.
+"""Training losses built from traiNNer's ``train.losses`` list, with traiNNer-redux's maths.
 
 Each entry is a traiNNer mapping such as ``{type: l1loss, loss_weight: 1.0}``. Types are matched
 case-insensitively (traiNNer accepts ``L1Loss`` and ``l1loss``); every other key is checked against
 the options autosr implements for that type, and an unknown key is an error, never ignored.
+
+A type that traiNNer-redux also has computes what traiNNer-redux's class of that name computes
+(``traiNNer/losses/basic_loss.py``, ``mssim_loss.py``, ``cosim_loss.py``), with the same options
+and defaults, so a ``loss_weight`` means the same in both trainers. One deliberate exception:
+``ssimloss`` is 1 − SSIM here; traiNNer's ``SSIMLoss`` returns SSIM itself (a vector that crashes
+upstream's trainer, and a scalar that the ParagonSR2 fork then *minimises*). docs/losses.md has the
+formulas, the defaults and the comparison table.
 
 Every loss is computed in float32 with autocast switched off, so bf16/fp16 training gets the same
 loss values as fp32 (SSIM's variances and the FFT lose too much precision in half types).
 
 Types and their options (defaults in brackets):
 - ``l1loss``, ``mseloss``: ``reduction`` [mean] | sum.
-- ``charbonnierloss``: ``reduction``, ``eps`` [1e-12] — mean of sqrt((sr-gt)² + eps), as traiNNer.
-- ``ssimloss``: 1 − SSIM on [0,1] images, gaussian window ``window_size`` [11] σ ``sigma`` [1.5],
-  C1 = ``k1``² [0.01], C2 = ``k2``² [0.03], 'valid' filtering, per channel (depthwise conv).
-  Needs patches of at least ``window_size`` pixels.
-- ``mssimloss``: 1 − MS-SSIM, same options plus ``cosim`` [false] and ``cosim_lambda`` [5.0]; see
-  :func:`ms_ssim` for the scales. traiNNer's MSSIMLoss defaults to ``cosim: true``; autosr writes the
-  key explicitly when it wants the two trainers to agree.
-- ``fftloss``: L1 between the magnitudes of ``rfft2(·, norm="ortho")`` of sr and gt. Magnitudes
-  ignore phase on purpose: the pixel loss already pins positions; this term penalises missing
-  high-frequency energy (blur). "ortho" keeps its scale independent of the patch size.
+- ``charbonnierloss``: ``reduction``, ``eps`` [1e-12] — sqrt((sr-gt)² + eps), reduced.
+- ``fftloss``: ``reduction`` — L1 between the real and imaginary parts of the unnormalised
+  ``rfft2`` of sr and gt (traiNNer's FFTLoss; its scale grows with the patch area).
+- ``ssimloss``: 1 − SSIM. ``test_y_channel`` [true] (luma of ``color_space`` [yiq] | ycbcr | lhm),
+  ``downsample`` [false], ``crop_border`` [0], ``channels`` [3] (unused, as in traiNNer).
+- ``mssimloss``: 1 − MS-SSIM over 5 scales, as traiNNer's MSSIMLoss: ``test_y_channel`` [true],
+  ``color_space`` [yiq], ``is_prod`` [true], ``include_luminance`` [false], ``downsample``
+  [false], ``channels`` [3] (unused). No cosine term: that is the separate ``cosimloss``.
+- ``cosimloss``: ``cosim_lambda`` [5.0] · (1 − mean cosine similarity of the RGB vectors).
+- ``fftmagloss`` (autosr only, traiNNer has no such type): L1 between the magnitudes of
+  ``rfft2(·, norm="ortho")`` — the old autosr ``fftloss``; phase-blind, patch-size independent.
 - ``perceptualloss``, ``ganloss``: known but not trainable by autosr (see the error messages).
 
 Entries with ``loss_weight: 0`` are validated but not built (as traiNNer skips them).
@@ -35,20 +43,33 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from autosr.errors import AutosrError, AutosrRuntimeError, did_you_mean
-from autosr.train.metrics import gaussian_window_1d, ssim_maps
+from autosr.train.metrics import filter_valid, gaussian_window_1d
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
+# SSIM constants as traiNNer's mssim_loss.py fixes them (not options there, so not options here).
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_C1 = 0.01**2  # (k1 · data_range)², data_range 1
+SSIM_C2 = 0.03**2
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, always all 5 scales
+# Luma weights of traiNNer's to_y_channel, per color_space: (offset, r, g, b) on [0, 1] RGB.
+LUMA: dict[str, tuple[float, float, float, float]] = {
+    "yiq": (0.0, 0.299, 0.587, 0.114),
+    "ycbcr": (16.0 / 255.0, 65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0),
+    "lhm": (0.0, 0.2989, 0.587, 0.114),
+}
 
-_SSIM_OPTIONS: dict[str, Any] = {"window_size": 11, "sigma": 1.5, "k1": 0.01, "k2": 0.03}
+_SSIM_COMMON: dict[str, Any] = {"channels": 3, "downsample": False, "test_y_channel": True, "color_space": "yiq"}
 OPTIONS: dict[str, dict[str, Any]] = {
     "l1loss": {"reduction": "mean"},
     "mseloss": {"reduction": "mean"},
     "charbonnierloss": {"reduction": "mean", "eps": 1e-12},
-    "ssimloss": dict(_SSIM_OPTIONS),
-    "mssimloss": {**_SSIM_OPTIONS, "cosim": False, "cosim_lambda": 5.0},
-    "fftloss": {},
+    "fftloss": {"reduction": "mean"},
+    "ssimloss": {**_SSIM_COMMON, "crop_border": 0},
+    "mssimloss": {**_SSIM_COMMON, "is_prod": True, "include_luminance": False},
+    "cosimloss": {"cosim_lambda": 5.0},
+    "fftmagloss": {},
 }
 UNAVAILABLE: dict[str, tuple[str, str]] = {
     "perceptualloss": (
@@ -61,6 +82,16 @@ UNAVAILABLE: dict[str, tuple[str, str]] = {
         "trainer does not train yet",
         "remove the entry or set its loss_weight to 0, or run the GAN stage with traiNNer-redux",
     ),
+}
+# Keys that older autosr or older traiNNer versions took, and where they went.
+_MOVED: dict[str, str] = {
+    "cosim": "traiNNer-redux's MSSIMLoss no longer has a cosine term: add a separate "
+             "{type: cosimloss, loss_weight: …} entry instead",
+    "cosim_lambda": "the cosine term is its own loss now: {type: cosimloss, cosim_lambda: 5.0, loss_weight: …}",
+    "window_size": "traiNNer-redux fixes the SSIM window (11×11 gaussian, σ 1.5); remove the key",
+    "sigma": "traiNNer-redux fixes the SSIM window (11×11 gaussian, σ 1.5); remove the key",
+    "k1": "traiNNer-redux fixes SSIM's constants (k1 0.01, k2 0.03); remove the key",
+    "k2": "traiNNer-redux fixes SSIM's constants (k1 0.01, k2 0.03); remove the key",
 }
 
 
@@ -102,70 +133,105 @@ def _reduce(x: Tensor, reduction: str) -> Tensor:
     return x.mean() if reduction == "mean" else x.sum()
 
 
-def _window(size: int, sigma: float, like: Tensor) -> Tensor:
-    return gaussian_window_1d(size, sigma, like.dtype, like.device)
+def fft_loss(sr: Tensor, gt: Tensor, reduction: str = "mean") -> Tensor:
+    """traiNNer's FFTLoss: L1 over the real and imaginary parts of the unnormalised ``rfft2``.
+
+    The transform is linear, so one FFT of the difference gives rfft2(sr) − rfft2(gt) (equal up
+    to float rounding) for half the work. ``mean`` divides by 2·N·C·H·(W//2+1) — the element count
+    of traiNNer's stacked (real, imag) tensor.
+    """
+    return _reduce(torch.view_as_real(torch.fft.rfft2(sr - gt)).abs(), reduction)
 
 
-def _check_patch(x: Tensor, window_size: int, what: str) -> None:
-    if min(x.shape[-2:]) < window_size:
-        raise AutosrRuntimeError(
-            f"{what} needs patches of at least {window_size}×{window_size}, got {tuple(x.shape[-2:])}",
-            "raise the patch size (gt_size / lq_size) or lower window_size",
-        )
+def fft_magnitude_loss(sr: Tensor, gt: Tensor) -> Tensor:
+    """autosr's ``fftmagloss``: mean |‖rfft2(sr)‖ − ‖rfft2(gt)‖| with the orthonormal FFT.
+
+    Phase-blind on purpose (the pixel loss already pins positions; this term penalises missing
+    high-frequency energy, i.e. blur), and "ortho" keeps its scale independent of the patch size.
+    """
+    return (torch.fft.rfft2(sr, norm="ortho").abs() - torch.fft.rfft2(gt, norm="ortho").abs()).abs().mean()
 
 
-def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-         k2: float = 0.03) -> Tensor:
-    """Mean SSIM of two [0,1] batches (valid filtering, per channel), differentiable."""
-    _check_patch(x, window_size, "ssimloss")
-    s, _ = ssim_maps(x, y, _window(window_size, sigma, x), k1 * k1, k2 * k2)
+def cosim_loss(sr: Tensor, gt: Tensor, cosim_lambda: float = 5.0) -> Tensor:
+    """traiNNer's CosimLoss: λ · (1 − mean cosine similarity of the per-pixel colour vectors).
+
+    Both images are clamped to [1e-12, 1] first (so black pixels have a direction), as traiNNer does.
+    """
+    sim = F.cosine_similarity(sr.clamp(1e-12, 1), gt.clamp(1e-12, 1), dim=1, eps=1e-20)
+    return cosim_lambda * (1 - sim.mean())
+
+
+def _prepare(x: Tensor, test_y_channel: bool, color_space: str) -> Tensor:
+    """traiNNer's preprocess_rgb with data_range 1: clamp to [0, 1], then luma of 3-channel input."""
+    x = x.clamp(0, 1)
+    if test_y_channel and x.shape[1] == 3:
+        offset, r, g, b = LUMA[color_space]
+        x = r * x[:, 0:1] + g * x[:, 1:2] + b * x[:, 2:3]
+        if offset:
+            x = x + offset
+    return x
+
+
+def _ssim_parts(x: Tensor, y: Tensor, downsample: bool, include_luminance: bool) -> tuple[Tensor, Tensor]:
+    """Per-image mean SSIM and mean contrast-structure, each (N,), as traiNNer's ``ssim()``.
+
+    11×11 gaussian (σ 1.5) filtering, 'valid' unless the image is narrower than the window, then
+    'same' with zero padding (traiNNer tests the width only and crashes when just the height is
+    smaller; autosr pads then too). The cs map is clamped at 0 (traiNNer's relu) before the mean.
+    """
+    k = SSIM_WINDOW
+    pad = min(x.shape[-2:]) < k  # decided before downsampling, as traiNNer does
+    f = max(1, round(min(x.shape[-2:]) / 256))  # Python's round, as theirs
+    if downsample and f > 1:
+        x, y = F.avg_pool2d(x, kernel_size=f), F.avg_pool2d(y, kernel_size=f)
+    if pad:
+        lo, hi = (k - 1) // 2, k - 1 - (k - 1) // 2
+        x, y = F.pad(x, (lo, hi, lo, hi)), F.pad(y, (lo, hi, lo, hi))
+    c = x.shape[1]
+    window = gaussian_window_1d(k, SSIM_SIGMA, x.dtype, x.device)
+    moments = filter_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), window)
+    mu_x, mu_y, xx, yy, xy = moments.split(c, dim=1)
+    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    cs = F.relu((2 * (xy - mu_xy) + SSIM_C2) / ((xx - mu_xx) + (yy - mu_yy) + SSIM_C2))
+    ssim_map = (2 * mu_xy + SSIM_C1) / (mu_xx + mu_yy + SSIM_C1) * cs if include_luminance else cs
+    return ssim_map.mean(dim=(1, 2, 3)), cs.mean(dim=(1, 2, 3))
+
+
+def ssim(x: Tensor, y: Tensor, *, test_y_channel: bool = True, color_space: str = "yiq",
+         downsample: bool = False, crop_border: int = 0) -> Tensor:
+    """Batch-mean SSIM as traiNNer's SSIMLoss computes it (its return value), differentiable."""
+    if crop_border:
+        x = x[..., crop_border:-crop_border, crop_border:-crop_border]
+        y = y[..., crop_border:-crop_border, crop_border:-crop_border]
+    x, y = _prepare(x, test_y_channel, color_space), _prepare(y, test_y_channel, color_space)
+    s, _ = _ssim_parts(x, y, downsample, include_luminance=True)
     return s.mean()
 
 
-def ms_scales(size: int, window_size: int, max_scales: int = len(MS_SSIM_WEIGHTS)) -> int:
-    """How many dyadic scales keep ``size`` ≥ ``window_size`` (0 when even the first does not)."""
-    n = 0
-    while n < max_scales and size // (2**n) >= window_size:
-        n += 1
-    return n
+def ms_ssim(x: Tensor, y: Tensor, *, test_y_channel: bool = True, color_space: str = "yiq",
+            downsample: bool = False, is_prod: bool = True, include_luminance: bool = False) -> Tensor:
+    """Batch-mean MS-SSIM as traiNNer's MSSIMLoss computes it, clamped to [0, 1], differentiable.
 
-
-def ms_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-            k2: float = 0.03) -> Tensor:
-    """MS-SSIM of two [0,1] batches with the standard 5 scales and weights (Wang et al. 2003).
-
-    Scales are 2×2 average-pooled. With 'valid' filtering an 11-pixel window fits 5 scales only
-    from 176 pixels up; smaller patches use as many scales as fit (128 → 4, 64 → 3, 11..21 → 1),
-    with the first weights renormalised to sum to 1, so one scale is plain SSIM. Contrast-structure
-    terms are clamped at 1e-6 before the fractional powers (a negative base has no real power).
+    Always 5 scales with Wang et al.'s weights; between scales a 2×2 average pool that zero-pads an
+    odd side by one pixel (count_include_pad), so small patches reach scales narrower than the
+    window, which are filtered with zero padding. ``is_prod``: Π csᵢ^wᵢ (i < 5) · s₅^w₅ per image;
+    otherwise Σ csᵢ·wᵢ + s₅·w₅ with the weights normalised. ``include_luminance`` false: s₅ = cs₅.
     """
-    n = ms_scales(min(x.shape[-2:]), window_size)
-    if n == 0:
-        _check_patch(x, window_size, "mssimloss")
-    weights = MS_SSIM_WEIGHTS[:n]
-    weights = [w / sum(weights) for w in weights]
-    window = _window(window_size, sigma, x)
-    result: Tensor | None = None
-    for i, w in enumerate(weights):
-        s, cs = ssim_maps(x, y, window, k1 * k1, k2 * k2)
-        last = i == n - 1
-        part = (s if last else cs).mean(dim=(2, 3)).clamp_min(1e-6) ** w  # per image and channel
-        result = part if result is None else result * part
-        if not last:
-            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-    assert result is not None
-    return result.mean()
-
-
-def _cosine_penalty(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
-    """1 − mean cosine similarity of the per-pixel colour vectors (0 for identical, black included)."""
-    dot = (x * y).sum(dim=1)
-    norms = (x * x).sum(dim=1).sqrt() * (y * y).sum(dim=1).sqrt()
-    return 1 - ((dot + eps) / (norms + eps)).mean()
-
-
-def _fft_magnitude_l1(sr: Tensor, gt: Tensor) -> Tensor:
-    return (torch.fft.rfft2(sr, norm="ortho").abs() - torch.fft.rfft2(gt, norm="ortho").abs()).abs().mean()
+    x, y = _prepare(x, test_y_channel, color_space), _prepare(y, test_y_channel, color_space)
+    n = len(MS_SSIM_WEIGHTS)
+    total = sum(MS_SSIM_WEIGHTS)
+    score: Tensor | None = None
+    for i, w in enumerate(MS_SSIM_WEIGHTS):
+        s, cs = _ssim_parts(x, y, downsample, include_luminance)
+        value = s if i == n - 1 else cs
+        part = value**w if is_prod else value * (w / total)
+        score = part if score is None else (score * part if is_prod else score + part)
+        if i < n - 1:
+            padding = (x.shape[2] % 2, x.shape[3] % 2)
+            x = F.avg_pool2d(x, kernel_size=2, padding=padding)
+            y = F.avg_pool2d(y, kernel_size=2, padding=padding)
+    assert score is not None
+    return score.mean().clamp(0, 1)
 
 
 def _make_fn(kind: str, opts: dict[str, Any]) -> LossFn:
@@ -175,16 +241,19 @@ def _make_fn(kind: str, opts: dict[str, Any]) -> LossFn:
         return lambda sr, gt: _reduce((sr - gt) ** 2, opts["reduction"])
     if kind == "charbonnierloss":
         return lambda sr, gt: _reduce(((sr - gt) ** 2 + opts["eps"]).sqrt(), opts["reduction"])
-    ssim_opts = {k: opts[k] for k in _SSIM_OPTIONS if k in opts}
+    if kind == "fftloss":
+        return lambda sr, gt: fft_loss(sr, gt, opts["reduction"])
     if kind == "ssimloss":
+        ssim_opts = {k: opts[k] for k in ("test_y_channel", "color_space", "downsample", "crop_border")}
         return lambda sr, gt: 1 - ssim(sr, gt, **ssim_opts)
     if kind == "mssimloss":
-        if opts["cosim"]:
-            lam = opts["cosim_lambda"]
-            return lambda sr, gt: 1 - ms_ssim(sr, gt, **ssim_opts) + lam * _cosine_penalty(sr, gt)
-        return lambda sr, gt: 1 - ms_ssim(sr, gt, **ssim_opts)
-    if kind == "fftloss":
-        return _fft_magnitude_l1
+        ms_opts = {k: opts[k] for k in ("test_y_channel", "color_space", "downsample", "is_prod",
+                                        "include_luminance")}
+        return lambda sr, gt: 1 - ms_ssim(sr, gt, **ms_opts)
+    if kind == "cosimloss":
+        return lambda sr, gt: cosim_loss(sr, gt, opts["cosim_lambda"])
+    if kind == "fftmagloss":
+        return fft_magnitude_loss
     raise AssertionError(kind)  # OPTIONS and this function list the same types
 
 
@@ -197,16 +266,22 @@ def _check_option(where: str, key: str, value: Any) -> Any:
     """Type and range of one option; returns the value normalised (ints → floats where floats)."""
     if key == "reduction":
         if value not in ("mean", "sum"):
-            raise AutosrError(f"{where}: must be 'mean' or 'sum', got {value!r}")
+            hint = "traiNNer's 'none' gives a tensor, not a loss" if value == "none" else ""
+            raise AutosrError(f"{where}: must be 'mean' or 'sum', got {value!r}", hint)
         return value
-    if key == "window_size":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 3 or value % 2 == 0:
-            raise AutosrError(f"{where}: must be an odd integer ≥ 3, got {value!r}")
-        return value
-    if key == "cosim":
+    if key in ("downsample", "test_y_channel", "is_prod", "include_luminance"):
         if not isinstance(value, bool):
             raise AutosrError(f"{where}: must be true or false, got {value!r}")
         return value
+    if key == "color_space":
+        if not isinstance(value, str) or value.lower() not in LUMA:
+            raise AutosrError(f"{where}: must be one of {', '.join(LUMA)}, got {value!r}")
+        return value.lower()
+    if key in ("crop_border", "channels"):
+        # traiNNer documents crop_border as 0.0: integral floats are accepted
+        if not _is_number(value) or not float(value).is_integer() or value < (0 if key == "crop_border" else 1):
+            raise AutosrError(f"{where}: must be an integer ≥ {0 if key == 'crop_border' else 1}, got {value!r}")
+        return int(value)
     # the rest are positive (cosim_lambda: non-negative) floats
     if not _is_number(value):
         hint = "write floats so YAML reads them as numbers, e.g. 1.0e-12 (PyYAML reads 1e-12 as a string)"
@@ -253,8 +328,9 @@ def _entry_options(i: int, kind: str, entry: Mapping[str, Any]) -> dict[str, Any
         where = f"train.losses[{i}].{key}"
         if key not in allowed:
             choices = ["type", "loss_weight", *allowed]
+            hint = _MOVED.get(str(key), "") if kind in ("ssimloss", "mssimloss") else ""
             raise AutosrError(f"{where}: unknown key for {kind}{did_you_mean(str(key), choices)}",
-                              f"{kind} takes: {', '.join(choices)}")
+                              hint or f"{kind} takes: {', '.join(choices)}")
         opts[key] = _check_option(where, key, value)
     return opts
 
