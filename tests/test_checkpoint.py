@@ -19,7 +19,6 @@ from torch import nn
 
 from autosr.errors import AutosrError
 from autosr.train import checkpoint as checkpoint_mod
-from autosr.train import safetensors_io
 from autosr.train.checkpoint import (
     CheckpointStore,
     load_training_state,
@@ -130,47 +129,83 @@ def test_safetensors_round_trip_all_dtypes(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
 
 
-def test_safetensors_interop_with_the_reference_package(tmp_path: Path) -> None:
-    st = pytest.importorskip("safetensors.torch")
-    safe_open = pytest.importorskip("safetensors").safe_open
-    tensors = sample_tensors()
-    ours = save_safetensors(tensors, tmp_path / "ours.safetensors", {"k": "v"})
-    assert_same({k: v.contiguous() for k, v in tensors.items()}, st.load_file(ours))
+def test_safetensors_saves_shared_and_strided_tensors(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    model[1].weight = model[0].weight  # tied weights: one storage under two names
+    base = torch.arange(24.0).reshape(4, 6)
+    tensors = {**model.state_dict(), "base": base, "row": base[2], "cols": base[:, 1::2], "t": base.t()}
+    loaded = load_safetensors(save_safetensors(tensors, tmp_path / "m.safetensors"))
+    assert_same(tensors, loaded)
+    loaded["0.weight"].add_(1)  # independent tensors, writable
+    assert not torch.equal(loaded["0.weight"], loaded["1.weight"])
+
+
+def test_safetensors_files_open_with_the_reference_reader(tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    ours = save_safetensors(sample_tensors(), tmp_path / "ours.safetensors", {"k": "v"})
     with safe_open(ours, framework="pt") as f:
-        assert f.metadata() == {"k": "v"}
+        assert f.metadata() == {"k": "v"} and set(f.keys()) == set(sample_tensors())
     theirs = tmp_path / "theirs.safetensors"
-    st.save_file({k: v.contiguous() for k, v in tensors.items()}, theirs, metadata={"format": "pt"})
-    assert_same(tensors, load_safetensors(theirs))
-    assert read_safetensors_metadata(theirs) == {"format": "pt"}
+    save_file({"w": torch.ones(3)}, theirs)  # no metadata at all
+    assert read_safetensors_metadata(theirs) == {}
+    assert_same(load_safetensors(theirs), {"w": torch.ones(3)})
 
 
-def test_safetensors_rejects_damaged_files(tmp_path: Path) -> None:
-    path = save_safetensors({"w": torch.randn(64)}, tmp_path / "m.safetensors")
+def header_only(header: dict) -> bytes:
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw
+
+
+@pytest.mark.parametrize("damage", ["truncated", "extra bytes", "not json", "huge header length", "empty",
+                                    "text file", "metadata not str", "overlapping offsets"])
+def test_safetensors_rejects_damaged_files_with_one_clear_error(tmp_path: Path, damage: str) -> None:
+    path = save_safetensors({"w": torch.randn(64), "b": torch.randn(2)}, tmp_path / "m.safetensors", {"iter": "1"})
     raw = path.read_bytes()
-    path.write_bytes(raw[:-10])
-    with pytest.raises(AutosrError, match="not a valid safetensors file"):
-        load_safetensors(path)
-    path.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{oops")
-    with pytest.raises(AutosrError, match="not JSON"):
-        load_safetensors(path)
-    path.write_bytes(b"\xff" * 16)
-    with pytest.raises(AutosrError, match="header length"):
-        load_safetensors(path)
+    path.write_bytes({
+        "truncated": raw[:-10],
+        "extra bytes": raw + b"\0" * 8,
+        "not json": b"\x05\x00\x00\x00\x00\x00\x00\x00{oops",
+        "huge header length": b"\xff" * 16,
+        "empty": b"",
+        "text file": b"iteration,psnr\n100,31.5\n",
+        "metadata not str": header_only({"__metadata__": {"iter": 1}}),
+        "overlapping offsets": header_only({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                                            "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}) + b"\0" * 4,
+    }[damage])
+    for read in (load_safetensors, read_safetensors_metadata):
+        with pytest.raises(AutosrError, match="not a valid safetensors file") as err:
+            read(path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_safetensors_unreadable_paths_are_clear_errors(tmp_path: Path) -> None:
+    for path in (tmp_path / "missing.safetensors", tmp_path):
+        for read in (load_safetensors, read_safetensors_metadata):
+            with pytest.raises(AutosrError, match="cannot read the file") as err:
+                read(path)
+            assert str(path) in str(err.value)
+
+
+def test_safetensors_rejects_what_it_cannot_write(tmp_path: Path) -> None:
+    with pytest.raises(AutosrError, match="metadata must map str to str"):
+        save_safetensors({"w": torch.ones(1)}, tmp_path / "m.safetensors", {"iter": 1})  # type: ignore[dict-item]
+    with pytest.raises(AutosrError, match="not a dense tensor"):
+        save_safetensors({"w": torch.ones(2).to_sparse()}, tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_safetensors_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch) -> None:
     path = save_safetensors({"w": torch.zeros(4)}, tmp_path / "m.safetensors")
-    calls = []
 
-    def failing(t: torch.Tensor) -> memoryview:
-        calls.append(1)
-        if len(calls) > 1:
-            raise OSError("disk full")
-        return memoryview(t.contiguous().view(torch.uint8).numpy())
+    def disk_full(fd: int) -> None:
+        raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors_io, "_raw_bytes", failing)
+    monkeypatch.setattr(os, "fsync", disk_full)  # atomic_write fsyncs the bytes before the rename
     with pytest.raises(OSError, match="disk full"):
         save_safetensors({"a": torch.ones(4), "b": torch.ones(4)}, path)
+    monkeypatch.undo()
     assert_same(load_safetensors(path), {"w": torch.zeros(4)})
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 
