@@ -1,7 +1,8 @@
-"""Dataset analysis for `autosr init`: pair HR/LR files, sample them, measure → DatasetProfile.
+"""Dataset analysis for `autosr init`: sample the pairs, measure them → DatasetProfile.
 
-Planning a 100k-pair folder must take seconds, so: each folder is listed once (os.scandir, no
-stat per file), only a bounded deterministic sample is opened, sizes and modes come from image
+Listing, pairing, header reading and decoding live in `autosr.images` (one rule for init and
+train). Planning a 100k-pair folder must take seconds, so: each folder is listed once (os.scandir,
+no stat per file), only a bounded deterministic sample is opened, sizes and modes come from image
 headers, and pixels are decoded for a small subset of that sample only.
 
 Vocabulary: GT = high-resolution (ground truth, `--gt`), LQ = low-resolution (`--lq`), as in
@@ -12,194 +13,27 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import os
 import random
 import statistics
-import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from PIL import Image
 
 from autosr.errors import AutosrError
-from autosr.fsutil import write_text_atomic
+from autosr.images import SHOW, Header, Pair, Pairing, few, load_rgb_uint8, pair_folders, quiet, read_header
 
-IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"})
 SAMPLE = 256  # pairs whose headers are read
 STATS_PAIRS = 32  # pairs whose pixels are decoded for complexity and degradation
 STATS_CROP = 256  # centre crop (px) of each decoded image: the size of a training patch
-SHOW = 3  # names shown in messages before "… and N more"
 
 _GRAY = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN = {"I;16", "I;16B", "I;16L", "I;16N", "RGB;16", "RGBA;16"}
 _EXT_NAME = {"jpeg": "jpg", "tiff": "tif"}
-
-# JPEG Annex K luminance table: the reference that IJG quality settings scale.
-_JPEG_LUMA = (
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
-)  # fmt: skip
-
-
-# ─── listing and pairing ──────────────────────────────────────────────────────────────────────
-
-
-class Pair:
-    """One HR/LR pair: `key` (relative path without extension, posix-style: "sub/0001"),
-    `gt` and `lq` (Paths). The paths are kept as text and made Path objects on access, because
-    building 200k Path objects would cost most of a second on a 100k-pair folder."""
-
-    __slots__ = ("key", "_gt", "_lq")
-
-    def __init__(self, key: str, gt: str | os.PathLike[str], lq: str | os.PathLike[str]) -> None:
-        self.key = key
-        self._gt = os.fspath(gt)
-        self._lq = os.fspath(lq)
-
-    @property
-    def gt(self) -> Path:
-        return Path(self._gt)
-
-    @property
-    def lq(self) -> Path:
-        return Path(self._lq)
-
-    @property
-    def gt_name(self) -> str:
-        """The GT file relative to the GT folder, posix-style, with extension."""
-        return self.key + _ext(self._gt)
-
-    @property
-    def lq_name(self) -> str:
-        return self.key + _ext(self._lq)
-
-    def _fields(self) -> tuple[str, str, str]:
-        return self.key, self._gt, self._lq
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Pair) and self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        return f"Pair({self.key!r}, {self._gt!r}, {self._lq!r})"
-
-
-def _ext(path: str) -> str:
-    """'.png' from '/a/b.c/x.png' (the caller knows that the name has an extension)."""
-    return path[path.rfind("."):]
-
-
-@dataclass(frozen=True)
-class Pairing:
-    pairs: list[Pair]  # sorted by key
-    unpaired_gt: list[str]  # keys, sorted
-    unpaired_lq: list[str]
-
-
-def list_images(folder: Path) -> dict[str, Path]:
-    """Every image under `folder` (recursive), keyed by relative path without extension.
-
-    Extensions match case-insensitively; hidden entries (".DS_Store", macOS "._x.png" forks)
-    are skipped. Two files with one key ("a.png" and "a.jpg") are an error: which one pairs?
-    """
-    return {key: Path(path) for key, path in _scan(Path(folder)).items()}
-
-
-def _scan(folder: Path) -> dict[str, str]:
-    """list_images with the paths as text (see Pair for why)."""
-    found: dict[str, str] = {}
-    visited = {os.path.realpath(folder)}
-    stack = [("", os.fspath(folder))]
-    while stack:
-        prefix, where = stack.pop()
-        try:
-            with os.scandir(where) as it:
-                entries = list(it)
-        except OSError as exc:
-            raise AutosrError(f"cannot read folder {where}: {exc.strerror or exc}", "check its permissions") from exc
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            if entry.is_dir():  # uses d_type: no stat per entry on common file systems
-                if entry.is_symlink():  # a linked folder may loop back on itself
-                    real = os.path.realpath(entry.path)
-                    if real in visited:
-                        continue
-                    visited.add(real)
-                stack.append((f"{prefix}{name}/", entry.path))
-                continue
-            stem, dot, ext = name.rpartition(".")
-            if not dot or not stem or ext.lower() not in IMAGE_EXTS:
-                continue
-            key = prefix + stem
-            if key in found:
-                raise AutosrError(
-                    f"two images share the name '{key}' in {folder}: {os.path.basename(found[key])} and {name}",
-                    "keep one of them (pairs are matched by file name without extension)",
-                )
-            found[key] = entry.path
-    return found
-
-
-def pair_folders(gt_dir: Path, lq_dir: Path) -> Pairing:
-    """Match GT and LQ images by key; report what is left over on each side."""
-    gt_dir, lq_dir = Path(gt_dir), Path(lq_dir)
-    gt = _images_in(gt_dir, "HR (--gt)")
-    lq = _images_in(lq_dir, "LR (--lq)")
-    common = gt.keys() & lq.keys()
-    unpaired_gt = sorted(gt.keys() - common)
-    unpaired_lq = sorted(lq.keys() - common)
-    if not common:
-        raise AutosrError(
-            f"no pairs: no image in {gt_dir} has a namesake in {lq_dir} "
-            f"(HR e.g. {_few(unpaired_gt)}; LR e.g. {_few(unpaired_lq)})",
-            _no_pair_hint(gt.keys(), lq.keys()),
-        )
-    pairs = [Pair(k, gt[k], lq[k]) for k in sorted(common)]
-    return Pairing(pairs, unpaired_gt, unpaired_lq)
-
-
-def _images_in(folder: Path, role: str) -> dict[str, str]:
-    if not folder.exists():
-        raise AutosrError(f"{role} folder {folder} does not exist", "check the path")
-    if not folder.is_dir():
-        raise AutosrError(f"{role} path {folder} is not a folder", "pass the folder that holds the images")
-    images = _scan(folder)
-    if images:
-        return images
-    with os.scandir(folder) as it:
-        empty = next(it, None) is None
-    if empty:
-        raise AutosrError(f"{role} folder {folder} is empty", "put the images there, or pass another folder")
-    exts = ", ".join(sorted(IMAGE_EXTS))
-    raise AutosrError(f"{role} folder {folder} holds no image files", f"autosr reads {exts}")
-
-
-def _no_pair_hint(gt: Iterable[str], lq: Iterable[str]) -> str:
-    gt, lq = set(gt), set(lq)
-    if {k.lower() for k in gt} & {k.lower() for k in lq}:
-        return "some names differ only in letter case: rename them so that they match exactly"
-    if {k.rsplit("/", 1)[-1] for k in gt} & {k.rsplit("/", 1)[-1] for k in lq}:
-        return "the names match but the sub-folders differ: use the same layout in both folders"
-    return "HR and LR files pair by name: hr/0001.png ↔ lr/0001.png (drop suffixes such as 'x2')"
-
-
-def _few(names: Sequence[str], show: int = SHOW) -> str:
-    if not names:
-        return "none"
-    head = ", ".join(names[:show])
-    return head if len(names) <= show else f"{head} … and {len(names) - show} more"
 
 
 # ─── the profile ──────────────────────────────────────────────────────────────────────────────
@@ -247,13 +81,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class _Header(NamedTuple):
-    size: tuple[int, int]
-    mode: str  # PIL mode, "RGB;16"/"RGBA;16" for 16-bit colour
-    rotated: bool  # EXIF orientation other than 1
-    jpeg_quality: int | None
-
-
 def analyse(
     gt_dir: Path, lq_dir: Path, *, sample: int = SAMPLE, seed: int = 0, scale: int | None = None
 ) -> DatasetProfile:
@@ -270,7 +97,8 @@ def analyse(
     pairing = pair_folders(gt_dir, lq_dir)
     pairs = pairing.pairs
     chosen = draw_sample(pairs, sample, seed)
-    heads = [(_read_header(p.gt), _read_header(p.lq)) for p in chosen]
+    with quiet():  # PIL's warnings (odd EXIF, huge images) say nothing a user can act on here
+        heads = [(read_header(p.gt), read_header(p.lq)) for p in chosen]
 
     found = scale if scale is not None else _pair_scale(chosen[0], *heads[0])
     for pair, (gt, lq) in zip(chosen, heads, strict=True):
@@ -278,15 +106,17 @@ def analyse(
 
     by_size = sorted(zip(chosen, heads, strict=True), key=lambda ph: (min(ph[1][1].size), _area(ph[1][1].size)))
     smallest, middle, largest = by_size[0], by_size[len(by_size) // 2], by_size[-1]
-    complexity, degradation = _pixel_stats(chosen[:STATS_PAIRS], [lq.jpeg_quality for _, lq in heads])
-    same_names = all("/" not in p.key and _ext(p._gt) == _ext(p._lq) for p in pairs)
+    with quiet():
+        complexity, degradation = _pixel_stats(chosen[:STATS_PAIRS], [lq.jpeg_quality for _, lq in heads])
+    gt_exts, lq_exts = [p.gt_ext for p in pairs], [p.lq_ext for p in pairs]  # one pass each: 100k pairs
+    same_names = gt_exts == lq_exts and not any("/" in p.key for p in pairs)
     return DatasetProfile(
         gt_dir=gt_dir,
         lq_dir=lq_dir,
         pair_count=len(pairs),
         scale=found,
         scale_source="set" if scale is not None else "detected",
-        formats=_formats(pairs),
+        formats=_formats(gt_exts + lq_exts),
         sampled=len(chosen),
         lq_min=smallest[1][1].size,
         lq_median=middle[1][1].size,
@@ -324,67 +154,19 @@ def _area(size: tuple[int, int]) -> int:
     return size[0] * size[1]
 
 
-def _formats(pairs: Sequence[Pair]) -> dict[str, int]:
-    raw = Counter(_ext(p._gt).lower() for p in pairs) + Counter(_ext(p._lq).lower() for p in pairs)
+def _formats(exts: Sequence[str]) -> dict[str, int]:
+    """File counts by format ("png", "jpg"), from extensions such as ".PNG" and ".jpeg"."""
     counts: Counter[str] = Counter()
-    for ext, n in raw.items():
-        counts[_EXT_NAME.get(ext[1:], ext[1:])] += n
+    for ext, n in Counter(exts).items():
+        low = ext[1:].lower()
+        counts[_EXT_NAME.get(low, low)] += n
     return dict(counts.most_common())
 
 
 # ─── headers and scale ────────────────────────────────────────────────────────────────────────
 
 
-def _read_header(path: Path) -> _Header:
-    """Size, mode, EXIF rotation and JPEG quality from the header: no pixels are decoded."""
-    try:
-        with _quiet(), Image.open(path) as im:
-            size, mode = im.size, im.mode
-            if mode in ("RGB", "RGBA") and ";16" in _rawmode(im):
-                mode += ";16"  # Pillow reads 16-bit colour PNG/TIFF as 8-bit RGB: keep the fact
-            rotated = "exif" in im.info and im.getexif().get(0x0112, 1) not in (0, 1)
-            quality = _jpeg_quality(im) if im.format == "JPEG" else None
-    except Exception as exc:  # noqa: BLE001 - a broken file can raise almost anything inside PIL
-        raise _corrupt(path, exc) from exc
-    if size[0] < 1 or size[1] < 1:
-        raise _corrupt(path, ValueError(f"size {size[0]}×{size[1]}"))
-    return _Header(size, mode, rotated, quality)
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence PIL's warnings (large-image, palette transparency): nothing a user can act on here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _rawmode(im: Image.Image) -> str:
-    if not im.tile:
-        return ""
-    args = im.tile[0][3]
-    return str(args[0] if isinstance(args, tuple) and args else args)
-
-
-def _jpeg_quality(im: Image.Image) -> int | None:
-    """Approximate IJG quality (1–100) from the luminance quantisation table in the header."""
-    tables = getattr(im, "quantization", None) or {}
-    luma = tables.get(0)
-    if not luma or len(luma) != 64:
-        return None
-    scale = 100.0 * sum(luma) / sum(_JPEG_LUMA)  # IJG: table = reference × scale / 100
-    quality = (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
-    return int(round(min(100.0, max(1.0, quality))))
-
-
-def _corrupt(path: Path, exc: BaseException) -> AutosrError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, Image.DecompressionBombError):
-        return AutosrError(f"image {path} is too large to read safely: {reason}", "cut it into tiles")
-    return AutosrError(f"cannot read image {path}: {reason}", "the file is corrupt or not an image: replace or remove it")
-
-
-def _pair_scale(pair: Pair, gt: _Header, lq: _Header) -> int:
+def _pair_scale(pair: Pair, gt: Header, lq: Header) -> int:
     """The integer scale of one pair; the LR side may be off by 1 px (odd HR sizes)."""
     (gw, gh), (lw, lh) = gt.size, lq.size
     if lw > gw or lh > gh:
@@ -404,7 +186,7 @@ def _pair_scale(pair: Pair, gt: _Header, lq: _Header) -> int:
 
 
 def _check_scale(
-    pair: Pair, gt: _Header, lq: _Header, want: int, ref: Pair, ref_heads: tuple[_Header, _Header], is_set: bool
+    pair: Pair, gt: Header, lq: Header, want: int, ref: Pair, ref_heads: tuple[Header, Header], is_set: bool
 ) -> None:
     got = _pair_scale(pair, gt, lq)
     if got == want:
@@ -427,12 +209,24 @@ def _wh(size: tuple[int, int]) -> str:
 
 
 def _notes(
-    pairing: Pairing, chosen: list[Pair], heads: list[tuple[_Header, _Header]], same_names: bool
+    pairing: Pairing, chosen: list[Pair], heads: list[tuple[Header, Header]], same_names: bool
 ) -> list[str]:
     notes = []
     for side, keys, partner in (("HR", pairing.unpaired_gt, "LR"), ("LR", pairing.unpaired_lq, "HR")):
         if keys:
-            notes.append(f"{len(keys)} {side} file(s) without an {partner} partner are skipped: {_few(keys)}")
+            notes.append(f"{len(keys)} {side} file(s) without an {partner} partner are skipped: {few(keys)}")
+    mismatched = pairing.case_mismatches()
+    if mismatched:
+        notes.append(
+            f"{len(mismatched)} unpaired HR name(s) differ from an LR name only in letter case: {few(mismatched)} "
+            "— names pair exactly: rename them so that they match"
+        )
+    clashes = pairing.case_clashes()
+    if clashes:
+        notes.append(
+            f"{len(clashes)} file names differ from another in the same folder only in letter case: {few(clashes)} "
+            "— each pairs with its exact namesake, but Windows and macOS cannot hold both: rename them"
+        )
     images = [h for pair in heads for h in pair]
     odd = (
         (_GRAY, "grayscale (read as RGB)"),
@@ -447,12 +241,12 @@ def _notes(
             notes.append(f"{sum(hits.values())} of {len(images)} sampled images are {what}: {_modes(hits)}")
     mixed = [p.key for p, (g, q) in zip(chosen, heads, strict=True) if _base_mode(g.mode) != _base_mode(q.mode)]
     if mixed:
-        notes.append(f"{len(mixed)} sampled pair(s) differ in colour mode between HR and LR: {_few(mixed)}")
+        notes.append(f"{len(mixed)} sampled pair(s) differ in colour mode between HR and LR: {few(mixed)}")
     rotated = [p.key for p, (g, q) in zip(chosen, heads, strict=True) if g.rotated or q.rotated]
     if rotated:
         notes.append(
             f"{len(rotated)} sampled pair(s) carry an EXIF rotation, which image loaders honour "
-            f"differently: {_few(rotated)} — save them upright without the tag"
+            f"differently: {few(rotated)} — save them upright without the tag"
         )
     spaced = [p.key for p in pairing.pairs if " " in p.key]
     if not same_names or spaced:
@@ -478,8 +272,8 @@ def _pixel_stats(pairs: Sequence[Pair], jpeg_qualities: Sequence[int | None]) ->
     """Complexity of GT crops and degradation of LQ crops, over a few pairs."""
     scores, blocks, sigmas = [], [], []
     for pair in pairs:
-        scores.append(image_complexity(_load_rgb(pair.gt)))
-        rgb = _load_rgb(pair.lq, align=8) * 255.0
+        scores.append(image_complexity(_centre_crop(pair.gt)))
+        rgb = _centre_crop(pair.lq, align=8) * 255.0
         if min(rgb.shape[:2]) >= 24:  # too small a crop says nothing about 8-px blocks
             blocks.append(jpeg_blockiness(_luma(rgb)))
             # per channel: the σ of noise added to each of R, G, B (luma would read ~0.67σ)
@@ -488,33 +282,14 @@ def _pixel_stats(pairs: Sequence[Pair], jpeg_qualities: Sequence[int | None]) ->
     return complexity, _degradation(blocks, sigmas, [q for q in jpeg_qualities if q is not None])
 
 
-def _load_rgb(path: Path, crop: int = STATS_CROP, align: int = 1) -> np.ndarray:
-    """A centre crop (≤ crop px, origin on a multiple of `align`) as H×W×3 float32 in [0, 1]."""
-    try:
-        with _quiet(), Image.open(path) as im:
-            im.load()
-            w, h = im.size
-            cw, ch = min(w, crop), min(h, crop)
-            x0, y0 = (w - cw) // 2 // align * align, (h - ch) // 2 // align * align
-            part = im.crop((x0, y0, x0 + cw, y0 + ch))
-            return _to_float_rgb(part)
-    except Exception as exc:  # noqa: BLE001 - truncated or broken pixel data surfaces here
-        raise _corrupt(path, exc) from exc
-
-
-def _to_float_rgb(im: Image.Image) -> np.ndarray:
-    """Any PIL mode → H×W×3 float32 in [0, 1], keeping 16-bit precision where PIL has it."""
-    if im.mode.startswith("I;16"):
-        arr = np.asarray(im, dtype=np.float32) / 65535.0
-    elif im.mode in ("I", "F"):  # 32-bit int or float: range unknown, infer it from the data
-        arr = np.asarray(im, dtype=np.float32)
-        peak = float(arr.max()) if arr.size else 0.0
-        arr = arr / (65535.0 if peak > 255 else 255.0 if peak > 1 else 1.0)
-    else:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    return np.clip(arr, 0.0, 1.0)
+def _centre_crop(path: Path, crop: int = STATS_CROP, align: int = 1) -> np.ndarray:
+    """A centre crop (≤ crop px, origin on a multiple of `align`) as H×W×3 float32 in [0, 1],
+    decoded as training decodes it (`load_rgb_uint8`)."""
+    rgb = load_rgb_uint8(path)
+    h, w = rgb.shape[:2]
+    ch, cw = min(h, crop), min(w, crop)
+    y0, x0 = (h - ch) // 2 // align * align, (w - cw) // 2 // align * align
+    return rgb[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32) / 255.0
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -630,7 +405,7 @@ class Split(NamedTuple):
     def describe(self) -> str:
         if self.shared:
             return "only one pair: it is used for both training and validation (metrics will flatter)"
-        return f"held out {len(self.val)} of {len(self.train) + len(self.val)} pairs for validation: " + _few(
+        return f"held out {len(self.val)} of {len(self.train) + len(self.val)} pairs for validation: " + few(
             [p.key for p in self.val]
         )
 
@@ -657,32 +432,3 @@ def hold_out(
     val = sorted(heapq.nsmallest(count, pairs, key=rank), key=lambda p: p.key)
     held = {p.key for p in val}
     return Split(sorted((p for p in pairs if p.key not in held), key=lambda p: p.key), val)
-
-
-def write_meta_info(pairs: Iterable[Pair], path: Path) -> Path:
-    """Write a traiNNer-redux meta_info file: one GT path per line, relative to the GT folder.
-
-    traiNNer-redux resolves each line's LQ file as dataroot_lq/<basename of the line>, so the
-    file serves its loader when HR and LR names are identical and top-level (profile.same_names).
-    Written to a temporary file and renamed, so a crash never leaves half a list.
-    """
-    path = Path(path)
-    write_text_atomic(path, "".join(f"{p.gt_name}\n" for p in pairs))
-    return path
-
-
-def read_meta_info(path: Path) -> list[str]:
-    """The GT names listed in a meta_info file, one per non-empty line; a trailing shape field
-    in BasicSR's style ("0001.png (480,480,3)") is dropped. Names may contain spaces here,
-    unlike in traiNNer-redux, which keeps only the text before the first space."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise AutosrError(f"cannot read meta_info file {path}: {exc.strerror or exc}", "check the path") from exc
-    names = []
-    for raw in lines:
-        line = raw.strip()
-        name, sep, last = line.rpartition(" ")
-        names.append(name.rstrip() if sep and last.startswith("(") else line)
-    return [n for n in names if n]

@@ -6,7 +6,7 @@
     # behaviour) against the default K, and a sweep of K
     python benchmarks/data_throughput.py --count 24 --size 1024 --workers 2 --batch 64 --skip-cache
     python benchmarks/data_throughput.py --count 24 --size 1024 --workers 2 --batch 64 --skip-cache \
-        --crops-per-image 1,2,4,8,16,32
+        --crops-per-pair 1,2,4,8,16,32
 
 The figure to compare with is the GPU-bound training step (shared/specs/performance.md): nano at
 lq 64 trains ~23,000 samples/s on an H200, so a source must deliver well beyond that to stay out
@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from PIL import Image  # noqa: E402
 
+from autosr.images import collect_pairs  # noqa: E402
 from autosr.synthetic import paint  # noqa: E402
-from autosr.train.data import LOADER_CROPS_PER_IMAGE, build_crop_source, collect_pairs  # noqa: E402
+from autosr.train.data import CROPS_PER_PAIR, build_crop_source  # noqa: E402
 
 TARGET = 23_000  # samples/s: nano, lq 64, H200 (performance.md)
 
@@ -114,8 +115,8 @@ def main() -> None:
     parser.add_argument("--skip-loader", action="store_true")
     parser.add_argument("--skip-cache", action="store_true")
     parser.add_argument(
-        "--crops-per-image",
-        default=f"1,{LOADER_CROPS_PER_IMAGE}",
+        "--crops-per-pair",
+        default=f"1,{CROPS_PER_PAIR}",
         help="comma-separated K values for the loader: crops cut per decoded pair",
     )
     parser.add_argument(
@@ -159,9 +160,9 @@ def main() -> None:
         if device.type == "cuda":
             runs.append(("cache in pinned host memory", dict(cache_budget_bytes=1 << 50, cache_device="cpu")))
     if not args.skip_loader:
-        for k in dict.fromkeys(int(v) for v in args.crops_per_image.split(",")):
+        for k in dict.fromkeys(int(v) for v in args.crops_per_pair.split(",")):
             runs.append(
-                (f"loader, {args.workers} workers, K={k}", dict(cache_budget_bytes=0, crops_per_image=k))
+                (f"loader, {args.workers} workers, K={k}", dict(cache_budget_bytes=0, crops_per_pair=k))
             )
 
     print(
@@ -176,11 +177,11 @@ def main() -> None:
         built = time.perf_counter() - t
         rate, n = measure(source, device, args.warmup, args.seconds, min_batches=5)
         source.close()
-        alone = worker_alone(source, args.batch, args.seconds / 2) if "crops_per_image" in extra else 0.0
+        alone = worker_alone(source, args.batch, args.seconds / 2) if "crops_per_pair" in extra else 0.0
         samples = rate * args.batch
         note = ""
-        if "crops_per_image" in extra:
-            k = extra["crops_per_image"]
+        if "crops_per_pair" in extra:
+            k = extra["crops_per_pair"]
             loader_base = loader_base or (k, samples)
             loader_alone = loader_alone or alone
             note = (

@@ -14,15 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from autosr.errors import AutosrError
+from autosr.images import collect_pairs, load_rgb_uint8, load_val_pairs, pairs_from_meta_info
 from autosr.synthetic import write_pairs
-from autosr.train.data import (
-    Batch,
-    build_crop_source,
-    collect_pairs,
-    load_rgb_uint8,
-    load_val_pairs,
-    read_meta_info,
-)
+from autosr.train.data import Batch, build_crop_source
 
 SCALE = 2
 
@@ -180,9 +174,9 @@ def _crops(t: torch.Tensor) -> list[bytes]:
 @pytest.mark.parametrize("k", [1, 4])
 def test_loader_ranks_split_one_stream(box_pairs, k):
     # Rank r takes units r, r + 2, …: together the two ranks cut exactly the single-rank batch.
-    whole = _source(box_pairs, "loader", batch_size=16, crops_per_image=k).next_batch()
+    whole = _source(box_pairs, "loader", batch_size=16, crops_per_pair=k).next_batch()
     parts = [
-        _source(box_pairs, "loader", batch_size=8, rank=r, world_size=2, crops_per_image=k).next_batch()
+        _source(box_pairs, "loader", batch_size=8, rank=r, world_size=2, crops_per_pair=k).next_batch()
         for r in (0, 1)
     ]
     assert _crops(torch.cat([part.gt for part in parts])) == _crops(whole.gt)
@@ -201,7 +195,7 @@ def test_loader_decodes_each_pair_once_per_k_crops(box_pairs, monkeypatch):
     # units 0–1, 1–2 and 3–4: a unit that straddles two batches is decoded by both, each cutting
     # its own crops of it.
     for k, batch_size, pairs_per_batch in ((1, 32, [32, 32]), (8, 32, [4, 4]), (8, 12, [2, 2, 2])):
-        source = _source(box_pairs, "loader", batch_size=batch_size, crops_per_image=k)
+        source = _source(box_pairs, "loader", batch_size=batch_size, crops_per_pair=k)
         for expected in pairs_per_batch:
             decoded.clear()
             source.next_batch()
@@ -233,13 +227,13 @@ def test_loader_batch_is_shuffled_and_grouped_by_transform(box_pairs):
 
 
 def test_loader_resume_keeps_the_saved_k(box_pairs):
-    straight = _source(box_pairs, "loader", batch_size=12, crops_per_image=4)
+    straight = _source(box_pairs, "loader", batch_size=12, crops_per_pair=4)
     straight.next_batch()
     state = straight.state_dict()
-    assert state["crops_per_image"] == 4 and state["samples"] == 12
+    assert state["crops_per_pair"] == 4 and state["samples"] == 12
     resumed = _source(box_pairs, "loader", batch_size=12)  # another K by default
     resumed.load_state_dict(state)
-    assert resumed.crops_per_image == 4
+    assert resumed.crops_per_pair == 4
     for _ in range(2):
         assert _same(resumed.next_batch(), straight.next_batch())
 
@@ -353,27 +347,41 @@ def test_size_mismatch_and_too_small_images(tmp_path):
 # ------------------------------------------------------------------------------ pairing ----
 
 
-def test_read_meta_info(tmp_path):
+def test_pairs_from_meta_info(tmp_path):
     gt_root, lq_root = tmp_path / "gt", tmp_path / "lq"
     for folder in (gt_root / "sub", lq_root / "sub", gt_root / "deep"):
         folder.mkdir(parents=True)
     img = Image.new("RGB", (4, 4))
-    for path in (gt_root / "sub" / "a.png", gt_root / "b.png", gt_root / "deep" / "c.png"):
+    for path in (gt_root / "sub" / "a.png", gt_root / "b.png", gt_root / "deep" / "c.png", gt_root / "D.png"):
         img.save(path)
-    img.save(lq_root / "sub" / "A.PNG")  # other case
+    img.save(lq_root / "sub" / "a.PNG")  # extension in another case
     img.save(lq_root / "b.jpg")  # other extension
     img.save(lq_root / "c.png")  # basicsr layout: bare name at the LQ root
+    img.save(lq_root / "d.png")  # letter case differs: no partner
     meta = tmp_path / "meta.txt"
     meta.write_text("sub/a.png (4,4,3)\n\n# comment\nb.png 1\ndeep/c.png\n")
-    pairs = read_meta_info(meta, gt_root, lq_root)
-    assert pairs == [
-        (gt_root / "sub" / "a.png", lq_root / "sub" / "A.PNG"),
+    pairs = pairs_from_meta_info(meta, gt_root, lq_root)
+    assert [tuple(p) for p in pairs] == [
+        (gt_root / "sub" / "a.png", lq_root / "sub" / "a.PNG"),
         (gt_root / "b.png", lq_root / "b.jpg"),
         (gt_root / "deep" / "c.png", lq_root / "c.png"),
     ]
+    assert [p.key for p in pairs] == ["sub/a", "b", "deep/c"]
     meta.write_text("missing.png\n")
     with pytest.raises(AutosrError, match="missing.png"):
-        read_meta_info(meta, gt_root, lq_root)
+        pairs_from_meta_info(meta, gt_root, lq_root)
+    meta.write_text("d.png\n")  # the GT in the list is "d.png", the file on disk "D.png"
+    with pytest.raises(AutosrError, match="does not exist") as err:
+        pairs_from_meta_info(meta, gt_root, lq_root)
+    assert "D.png" in err.value.hint and "letter case" in err.value.hint
+    meta.write_text("D.png\n")  # the GT exists; its LQ is "d.png"
+    with pytest.raises(AutosrError, match="no LQ image") as err:
+        pairs_from_meta_info(meta, gt_root, lq_root)
+    assert "d.png" in err.value.hint and "letter case" in err.value.hint
+    img.save(lq_root / "b.png")  # now two LQ files share b's stem: which one?
+    meta.write_text("b.png\n")
+    with pytest.raises(AutosrError, match="share the name 'b'"):
+        pairs_from_meta_info(meta, gt_root, lq_root)
 
 
 def test_collect_pairs_by_stem_and_several_roots(tmp_path):
@@ -382,9 +390,10 @@ def test_collect_pairs_by_stem_and_several_roots(tmp_path):
     pairs = collect_pairs([str(hr1), str(hr2)], [str(lr1), str(lr2)])
     assert [(g.parent, q.parent) for g, q in pairs] == [(hr1, lr1), (hr1, lr1), (hr2, lr2)]
     assert all(g.stem == q.stem for g, q in pairs)
-    (lr1 / "img_0001.png").unlink()
-    with pytest.raises(AutosrError, match="img_0001"):
-        collect_pairs(str(hr1), str(lr1))
+    (lr1 / "img_0001.png").rename(lr1 / "IMG_0001.png")
+    with pytest.raises(AutosrError, match="img_0001") as err:
+        collect_pairs(str(hr1), str(lr1))  # folder mode: every file must pair, letter case included
+    assert "IMG_0001" in err.value.message and "letter case" in err.value.hint
     with pytest.raises(AutosrError, match="2 folders"):
         collect_pairs([str(hr1), str(hr2)], str(lr1))
 

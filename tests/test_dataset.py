@@ -11,19 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autosr import dataset
-from autosr.dataset import (
-    Pair,
-    analyse,
-    check_patch,
-    hold_out,
-    image_complexity,
-    list_images,
-    pair_folders,
-    read_meta_info,
-    write_meta_info,
-)
+from autosr import images
+from autosr.dataset import analyse, check_patch, hold_out, image_complexity
 from autosr.errors import AutosrError
+from autosr.images import Pair, list_images, pair_folders, read_meta_info, write_meta_info
 from autosr.synthetic import paint, write_pairs
 
 
@@ -295,7 +286,7 @@ def test_sample_is_bounded_and_deterministic(
         opened.append(str(fp))
         return real_open(fp, *args, **kwargs)
 
-    monkeypatch.setattr(dataset.Image, "open", counting_open)
+    monkeypatch.setattr(images.Image, "open", counting_open)
     profile = analyse(hr, lr, sample=4, seed=7)
     assert profile.sampled == 4 and profile.pair_count == 12
     assert len({name for name in opened}) == 8  # 4 pairs, both sides; nothing else
