@@ -117,14 +117,17 @@ def init(
     print_only: Annotated[bool, typer.Option("--print", help="Write the YAML to stdout instead of a file.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print every planned value with its reason.")] = False,
     sample: Annotated[int, typer.Option("--sample", min=1, help="How many pairs to read for the analysis.")] = 256,
+    time: Annotated[str | None, typer.Option("--time", help="The time you have for training (20m, 2h, 1h30m): every length-dependent value is fitted to it.")] = None,
+    no_calibrate: Annotated[bool, typer.Option("--no-calibrate", help="Do not measure this machine's training speed (a few seconds).")] = False,
 ) -> None:
     """Analyse a dataset, plan every setting for this machine, and write a commented traiNNer-redux YAML."""
     from autosr.init_cmd import run_init
+    from autosr.train.budget import parse_duration
 
     run_init(
         gt=gt, lq=lq, arch=arch, val_gt=val_gt, val_lq=val_lq, output=output, name=name, scale=scale,
         overrides=sets or [], flavor=flavor.value, force=force, print_only=print_only, explain=explain,
-        sample=sample,
+        sample=sample, time_budget=parse_duration(time) if time is not None else None, calibrate=not no_calibrate,
     )
 
 
@@ -136,11 +139,14 @@ def train(
     resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help="Continue from the run's last checkpoint (default: when one exists).")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override a key for this run: --set train.total_iter=2000.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Load, build, run one step, print the plan, exit.")] = False,
+    time: Annotated[str | None, typer.Option("--time", help="Wall-clock budget for the whole run (20m, 2h, 1h30m): the length is fitted to this machine's measured speed. Default: the budget `init --time` planned, if any.")] = None,
 ) -> None:
     """Train the model the YAML describes, leaving a run folder with checkpoints, metrics and the decision journal."""
+    from autosr.train.budget import parse_duration
     from autosr.train.run import train_from_file
 
-    code = train_from_file(config, out_dir=out, resume=resume, overrides=sets or [], dry_run=dry_run)
+    seconds = parse_duration(time) if time is not None else None
+    code = train_from_file(config, out_dir=out, resume=resume, overrides=sets or [], dry_run=dry_run, time_budget=seconds)
     if code:
         raise typer.Exit(code)
 

@@ -5,13 +5,13 @@ Runs in a few minutes on a 2-core CPU; on a GPU it is over in seconds.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from rich.console import Console
 
 from autosr.init_cmd import run_init
+from autosr.runfolder import RunFolder, read_jsonl
 from autosr.synthetic import write_pairs
 
 err = Console(stderr=True, highlight=False)
@@ -49,7 +49,7 @@ def run_demo(folder: Path, *, iters: int = 600) -> None:
     code = train_from_file(config, out_dir=folder / "runs", resume=None, overrides=[], dry_run=False)
     if code:
         return
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = read_jsonl(RunFolder(run_dir).metrics).records
     base = next((r for r in records if r.get("kind") == "baseline"), {})
     vals = [r for r in records if r.get("kind") == "val"]
     if base and vals:

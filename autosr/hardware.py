@@ -126,10 +126,7 @@ class HardwareProfile:
 
     @property
     def tier(self) -> str:
-        total = self.total_vram_mib
-        if total is None:
-            return "cpu"
-        return next((name for name, limit in _TIER_LIMITS_MIB if total <= limit), "workstation")
+        return tier_for_vram(self.total_vram_mib)
 
     @property
     def tier_reason(self) -> str:
@@ -172,6 +169,13 @@ class HardwareProfile:
 
 
 _GPU_FIELDS = {f.name for f in fields(GpuInfo)}
+
+
+def tier_for_vram(total_mib: int | None) -> str:
+    """The hardware tier of the GPUs' total VRAM (None: no CUDA GPU → "cpu")."""
+    if total_mib is None:
+        return "cpu"
+    return next((name for name, limit in _TIER_LIMITS_MIB if total_mib <= limit), "workstation")
 
 
 def _known_or_assumed(total_mib: int | None) -> int:

@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from autosr.config import validate
-from autosr.dataset import analyse, check_patch, hold_out, pair_folders, write_meta_info
+from autosr.dataset import analyse, check_patch, hold_out
 from autosr.errors import AutosrError
 from autosr.fsutil import write_text_atomic
 from autosr.hardware import probe
-from autosr.plan import Plan, ValData, make_plan
+from autosr.images import complete_pairs, write_meta_info
+from autosr.plan import Plan, Timing, ValData, make_plan
+from autosr.plan_file import plan_path_for, write_plan
 from autosr.presets import load_preset
 from autosr.render import render
 
@@ -26,8 +28,10 @@ err = Console(stderr=True, highlight=False)
 def run_init(
     *, gt: Path, lq: Path, arch: str | None, val_gt: Path | None, val_lq: Path | None, output: Path,
     name: str | None, scale: int | None, overrides: list[str], flavor: str, force: bool,
-    print_only: bool, explain: bool, sample: int,
+    print_only: bool, explain: bool, sample: int, time_budget: float | None = None, calibrate: bool = False,
 ) -> Plan:
+    """time_budget: seconds the whole `autosr train` may take (None: a length from the dataset).
+    calibrate: measure this machine's training speed for the plan (bounded: ≤ 5% of the budget)."""
     if not print_only and output.exists() and not force:
         raise AutosrError(f"{output}: already exists", "pass --force to overwrite it, or -o another.yml")
     if arch:
@@ -38,12 +42,14 @@ def run_init(
     hw = probe(Path("runs"))
     ds = analyse(gt.resolve(), lq.resolve(), sample=sample, scale=scale)
     meta_dir = output.resolve().parent
+    unpaired = bool(ds.unpaired_gt or ds.unpaired_lq)
     stem = output.stem
     if val_gt is not None and val_lq is not None:
-        val_pairs = pair_folders(val_gt.resolve(), val_lq.resolve()).pairs
+        # Read as train will read them (collect_pairs without a list): every file must pair.
+        val_pairs = complete_pairs(val_gt.resolve(), val_lq.resolve(), roles=("HR (--val-gt)", "LR (--val-lq)"))
         held = None
         # Unpaired files would break traiNNer's folder mode: list the pairs explicitly then.
-        train_pairs = ds.pairs if (ds.unpaired_gt or ds.unpaired_lq) else None
+        train_pairs = ds.pairs if unpaired else None
         train_meta = str(meta_dir / f"{stem}.train_pairs.txt") if train_pairs else None
         val = ValData("folders", str(val_gt.resolve()), str(val_lq.resolve()), len(val_pairs), train_meta_info=train_meta)
     else:
@@ -52,11 +58,18 @@ def run_init(
         val = ValData(
             "holdout", str(ds.gt_dir), str(ds.lq_dir), len(held),
             meta_info=str(meta_dir / f"{stem}.val_pairs.txt"),
-            train_meta_info=None if split.shared else str(meta_dir / f"{stem}.train_pairs.txt"),
+            # Without a list train reads the whole folders, which unpaired files would break.
+            train_meta_info=None if split.shared and not unpaired else str(meta_dir / f"{stem}.train_pairs.txt"),
             note=split.describe(),
         )
 
-    plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name)
+    plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
+                     timing=Timing(time_budget, None, "not measured yet"))
+    timing = _measure(plan, hw, time_budget, calibrate)
+    if timing.it_per_s or time_budget:
+        plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name, timing=timing)
+    if timing.source:
+        plan.notes.append(f"speed: {timing.source}")
     if "datasets.train.lq_size" in plan.values:
         check_patch(ds, int(plan.get("datasets.train.lq_size")))
     command = "autosr init " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else "autosr init"
@@ -70,13 +83,36 @@ def run_init(
         if val.meta_info or val.train_meta_info:
             err.print("[yellow]note:[/yellow] --print: the pair lists were not written; run without --print to write them")
         return plan
-    if val.train_meta_info:
+    if val.train_meta_info and train_pairs is not None:
         write_meta_info(train_pairs, Path(val.train_meta_info))
-    if held is not None:
+    if val.meta_info and held is not None:
         write_meta_info(held, Path(val.meta_info))
+    write_plan(plan_path_for(output), decisions=plan.values, command=command, config=output,
+               hardware=hw.to_dict(), dataset=ds.to_dict(), time_budget_s=time_budget,
+               calibration={"speed_it_per_s": timing.it_per_s, "speed_source": timing.source})
     write_text_atomic(output, text)
-    _print_summary(plan, ds, output)
+    _print_summary(plan, ds, output, time_budget)
     return plan
+
+
+def _measure(plan: Plan, hw, time_budget: float | None, calibrate: bool) -> Timing:
+    """The plan's training speed on this machine: a few real steps, ≤ 5% of the budget (≤ 20 s)."""
+    if not calibrate:
+        return Timing(time_budget, None, "not measured (--no-calibrate): train measures it and re-fits the length")
+    from autosr.calibrate import measure_speed
+
+    get = plan.get
+    seconds = min(20.0 if hw.backend == "cuda" else 2.0, 0.05 * time_budget) if time_budget else (10.0 if hw.backend == "cuda" else 1.0)
+    precision = "bf16" if get("amp_bf16") else ("fp16" if get("use_amp") else "fp32")
+    probe_ = measure_speed(
+        {"type": get("network_g.type"), "scale": get("scale")}, batch=int(get("datasets.train.batch_size_per_gpu")),
+        lq_size=int(get("datasets.train.lq_size")), scale=int(get("scale")), precision=precision,
+        channels_last=bool(get("use_channels_last")), losses=list(get("train.losses")), seconds=seconds,
+    )
+    if probe_.it_per_s is None:
+        return Timing(time_budget, None, probe_.note)
+    accum = int(plan.values["datasets.train.accum_iter"].value) if "datasets.train.accum_iter" in plan.values else 1
+    return Timing(time_budget, probe_.it_per_s / accum, probe_.note)
 
 
 def _check_round_trip(text: str, plan: Plan) -> None:
@@ -98,7 +134,7 @@ def _print_explain(plan: Plan) -> None:
     err.print(table)
 
 
-def _print_summary(plan: Plan, ds, output: Path) -> None:
+def _print_summary(plan: Plan, ds, output: Path, time_budget: float | None = None) -> None:
     get = plan.values.get
     batch = get("datasets.train.batch_size_per_gpu")
     accum = get("datasets.train.accum_iter")
@@ -112,4 +148,9 @@ def _print_summary(plan: Plan, ds, output: Path) -> None:
     )
     for note in plan.notes:
         err.print(f"  [yellow]note:[/yellow] {note}")
+    if time_budget:
+        from autosr.train.budget import format_duration
+
+        err.print(f"  time budget: {format_duration(time_budget)} for the whole run (in {plan_path_for(output).name}; "
+                  "train fits the length to the speed it measures)")
     err.print(f"  next: [bold]autosr train {output}[/bold]   (see every reason: autosr init … --explain)")

@@ -20,6 +20,7 @@ from rich.table import Table
 from autosr.errors import AutosrError
 from autosr.fsutil import write_text_atomic
 from autosr.journal import read_journal
+from autosr.runfolder import RunFolder, read_jsonl
 
 
 @dataclass
@@ -42,25 +43,18 @@ class RunSummary:
 
 
 def load_run(folder: Path) -> RunSummary:
-    folder = Path(folder)
-    metrics = folder / "metrics.jsonl"
-    if not metrics.is_file():
+    run = RunFolder(Path(folder))
+    if not run.metrics.is_file():
         raise AutosrError(f"{folder}: not a run folder (no metrics.jsonl)", "pass runs/<name> of a run started with `autosr train`")
-    rows = []
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-    config_path, hardware_path = folder / "config.yml", folder / "hardware.json"
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    hardware = json.loads(hardware_path.read_text(encoding="utf-8")) if hardware_path.is_file() else {}
+    rows = read_jsonl(run.metrics).records
+    config = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.is_file() else {}
+    hardware = json.loads(run.hardware.read_text(encoding="utf-8")) if run.hardware.is_file() else {}
     return RunSummary(
-        folder=folder, config=config or {}, hardware=hardware,
+        folder=run.root, config=config or {}, hardware=hardware,
         train=[r for r in rows if r.get("kind") == "train"],
         val=[r for r in rows if r.get("kind") == "val"],
         baseline=next((r for r in rows if r.get("kind") == "baseline"), {}),
-        events=read_journal(folder / "events.jsonl"),
+        events=read_journal(run.events),
     )
 
 
@@ -187,7 +181,7 @@ def report(folder: Path, *, html_path: Path | None = None, write_html: bool = Tr
     print_summary(run, console or Console(highlight=False))
     if not write_html:
         return None
-    target = html_path or Path(folder) / "report.html"
+    target = html_path or RunFolder(Path(folder)).report
     write_text_atomic(target, render_html(run))
     (console or Console(highlight=False)).print(f"report: {target}")
     return target

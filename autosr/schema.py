@@ -250,3 +250,54 @@ ROOT = Struct(
     },
     required=("name", "scale", "num_gpu", "path"),
 )
+
+# ---- defaults -----------------------------------------------------------------------------------
+# What a missing key means. Where traiNNer-redux defines the key, this is its default (upstream
+# the-database/traiNNer-redux and the ParagonSR2 fork agree on all of these; checked against
+# traiNNer/utils/redux_options.py), so a config that loads in both trains the same way. Keys
+# traiNNer requires (print_freq, …) or does not have get autosr's value, marked "autosr".
+# `autosr.train.settings` reads these; docs/config.md shows them.
+DEFAULTS: dict[str, Any] = {
+    "manual_seed": None,  # a random seed, journaled and kept in the checkpoint
+    "deterministic": False,
+    "use_amp": False,
+    "amp_bf16": False,
+    "use_channels_last": True,
+    "fast_matmul": False,
+    "use_compile": False,
+    "compile_mode": "max-autotune-no-cudagraphs",
+    "num_gpu": "auto",
+    "path.pretrain_network_g": None,
+    "path.param_key_g": None,  # autosr: params_ema, else params, else the whole file
+    "path.strict_load_g": True,
+    "path.resume_state": None,
+    "datasets.train.meta_info": None,
+    "datasets.train.num_worker_per_gpu": None,  # autosr decides (cores per GPU)
+    "datasets.train.accum_iter": 1,
+    "datasets.train.use_hflip": True,
+    "datasets.train.use_rot": True,
+    "datasets.train.dataset_enlarge_ratio": "auto",
+    "datasets.train.prefetch_mode": None,
+    "datasets.train.pin_memory": True,
+    "datasets.train.persistent_workers": True,
+    "datasets.val.meta_info": None,
+    "train.optim_g.lr": 2.0e-4,  # autosr: traiNNer has no default (optim_g is required there)
+    "train.optim_g.betas": [0.9, 0.999],  # torch's
+    "train.optim_g.eps": 1.0e-8,  # torch's
+    "train.warmup_iter": -1,
+    "train.ema_decay": 0.0,  # no EMA
+    "train.ema_power": 10.0,  # no EMA warm-up
+    "train.grad_clip": False,
+    "train.grad_clip_max_norm": 100.0,  # upstream only; the fork has no such key
+    "train.scheduler": None,  # constant learning rate
+    "val.val_enabled": True,  # autosr (required in traiNNer)
+    "val.save_img": False,  # autosr (required in traiNNer)
+    "val.metrics_enabled": False,
+    "val.metrics": None,
+    "val.val_freq": None,
+    "val.tile_size": 0,  # whole images
+    "logger.print_freq": 100,  # autosr (required in traiNNer)
+    "logger.save_checkpoint_freq": None,  # autosr: val_freq, else 1000 (required in traiNNer)
+    "logger.save_checkpoint_format": "safetensors",
+    "logger.use_tb_logger": False,  # autosr (required in traiNNer)
+}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autosr.schema import ROOT, Either, FreeMap, ListOf, MapOf, Scalar, Struct  # noqa: E402
+from autosr.schema import DEFAULTS, ROOT, Either, FreeMap, ListOf, MapOf, Scalar, Struct  # noqa: E402
 
 
 def type_name(spec) -> str:
@@ -38,6 +38,20 @@ def rows(spec, prefix: str = ""):
                 yield from rows(option, prefix)
 
 
+def default_text(key: str) -> str:
+    generic = key.replace("val*.", "val.")
+    if generic not in DEFAULTS:
+        return ""
+    value = DEFAULTS[generic]
+    text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return f"`{text}`" + (" *autosr*" if generic in AUTOSR_CHOICES else "")
+
+
+# Defaults that are autosr's own choice (traiNNer requires the key, or has no default for it).
+AUTOSR_CHOICES = {"path.param_key_g", "datasets.train.num_worker_per_gpu", "train.optim_g.lr", "val.val_enabled",
+                  "val.save_img", "logger.print_freq", "logger.save_checkpoint_freq", "logger.use_tb_logger"}
+
+
 def render() -> str:
     lines = [
         "# Config keys",
@@ -47,10 +61,14 @@ def render() -> str:
         "`--set KEY=VALUE` takes any of these paths (list items by index: `train.losses.0.loss_weight`).",
         "`network_g` takes the architecture's keywords (`autosr presets`); each loss entry its type's options.",
         "",
-        "| key | type | required |",
-        "|---|---|---|",
+        "A missing key means its default: traiNNer-redux's own where traiNNer defines the key (a config",
+        "that loads in both trains the same way), marked *autosr* where traiNNer requires the key or",
+        "lacks it. The defaults live in `autosr/schema.py` (`DEFAULTS`).",
+        "",
+        "| key | type | required | default |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| `{k}` | {t} | {'yes' if r else ''} |" for k, t, r in rows(ROOT)]
+    lines += [f"| `{k}` | {t} | {'yes' if r else ''} | {default_text(k)} |" for k, t, r in rows(ROOT)]
     return "\n".join(lines) + "\n"
 
 

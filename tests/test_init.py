@@ -13,8 +13,8 @@ from autosr.config import parse_override, validate
 from autosr.dataset import analyse
 from autosr.errors import AutosrError
 from autosr.hardware import fake_profile
-from autosr.journal import plan_decisions
 from autosr.plan import ValData, make_plan, pick_arch
+from autosr.plan_file import plan_records, read_plan, write_plan
 from autosr.presets import VARIANTS
 from autosr.render import render, scalar
 
@@ -60,7 +60,12 @@ def test_every_preset_renders_a_strict_valid_config(profile, variant, flavor):
     assert has_fork == (flavor == "fork")
     if flavor == "fork":
         autos = loaded["train"]["training_automations"]
+        clip = autos.pop("AdaptiveGradientClipping")
         assert all(v == {"enabled": True} for k, v in autos.items() if k != "enabled")  # no hand-set knobs
+        # the fork's schema has no grad_clip_max_norm: the start threshold lives in its automation
+        assert "grad_clip_max_norm" not in loaded["train"] and clip["initial_threshold"] > 0
+    else:
+        assert loaded["train"]["grad_clip_max_norm"] > 0
     # Every value carries its provenance.
     value_lines, item_indent = [], None
     for ln in text.splitlines():
@@ -87,26 +92,37 @@ def test_unknown_key_in_rendered_config_is_rejected(profile):
         validate(tree, "x.yml")
 
 
+def test_measured_variants_plan_many_quick_steps(profile):
+    for gpu in (GPU_24GB, GPU_80GB):
+        plan = make_plan(fake_profile(gpu), profile, arch="paragonsr2_s", val=val_for(profile))
+        assert plan.get("datasets.train.batch_size_per_gpu") == 64 and plan.get("datasets.train.accum_iter") == 1
+        assert plan.get("train.optim_g.lr") == 1e-3 and plan.get("train.warmup_iter") == 100
+        assert "GiB" in plan.values["datasets.train.batch_size_per_gpu"].reason  # what memory would allow
+
+
 def test_same_dataset_different_gpus_gives_different_batch_and_accum(profile):
-    small = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_s", val=val_for(profile))
-    large = make_plan(fake_profile(GPU_80GB), profile, arch="paragonsr2_s", val=val_for(profile))
+    small = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_m", val=val_for(profile))
+    large = make_plan(fake_profile(GPU_80GB), profile, arch="paragonsr2_m", val=val_for(profile))
     b_small, b_large = small.values["datasets.train.batch_size_per_gpu"], large.values["datasets.train.batch_size_per_gpu"]
     assert b_large.value > b_small.value
     assert "GiB" in b_small.reason and "GiB" in b_large.reason
     assert large.get("datasets.train.accum_iter") == 1
     # On a CPU box the batch is small and accumulation reaches the preset's reference batch.
-    cpu = make_plan(fake_profile(()), profile, arch="paragonsr2_s", val=val_for(profile))
+    cpu = make_plan(fake_profile(()), profile, arch="paragonsr2_m", val=val_for(profile))
     assert cpu.get("datasets.train.accum_iter") > 1
     assert "reference batch" in cpu.values["datasets.train.accum_iter"].reason
     assert cpu.get("use_amp") is False and large.get("amp_bf16") is True
 
 
 def test_larger_batch_scales_lr_within_bounds(profile):
-    small = make_plan(fake_profile(()), profile, arch="paragonsr2_nano", val=val_for(profile))
-    large = make_plan(fake_profile(GPU_80GB), profile, arch="paragonsr2_nano", val=val_for(profile))
+    small = make_plan(fake_profile(()), profile, arch="paragonsr2_m", val=val_for(profile))
+    large = make_plan(fake_profile(GPU_80GB), profile, arch="paragonsr2_m", val=val_for(profile))
     assert large.get("train.optim_g.lr") > small.get("train.optim_g.lr")
-    assert small.get("train.optim_g.lr") == 2e-4  # CPU: 8 × accum 4 = the reference batch 32
-    assert large.get("train.optim_g.lr") <= 2 * 2e-4 + 1e-12
+    assert small.get("train.optim_g.lr") == 3.46e-5  # CPU: 8 × accum 2 = 16, √(16/12) × the preset 3e-5
+    assert large.get("train.optim_g.lr") <= 2 * 3e-5 + 1e-12
+    # measured variants: 1e-3 at batch 64, √-scaled down (at most ×0.5) for a smaller batch
+    cpu_nano = make_plan(fake_profile(()), profile, arch="paragonsr2_nano", val=val_for(profile))
+    assert cpu_nano.get("datasets.train.batch_size_per_gpu") == 8 and cpu_nano.get("train.optim_g.lr") == 5e-4
 
 
 def test_arch_is_picked_from_the_hardware(profile):
@@ -148,11 +164,18 @@ def test_scalar_formatting_round_trips():
         assert yaml.safe_load(scalar(value)) == value, value
 
 
-def test_plan_reasons_reach_the_journal(profile):
+def test_plan_reasons_reach_the_journal(profile, tmp_path):
     plan = make_plan(fake_profile(GPU_8GB), profile, arch="paragonsr2_nano", val=val_for(profile))
-    decisions = {k: r for k, _, r in plan_decisions(render(plan))}
-    assert decisions["datasets.train.batch_size_per_gpu"] == plan.values["datasets.train.batch_size_per_gpu"].reason
-    assert "train.optim_g.lr" in decisions and "train.losses" in decisions
+    path = write_plan(tmp_path / "auto.plan.json", decisions=plan.values, command="autosr init", config=tmp_path / "auto.yml",
+                      hardware={}, dataset={}, time_budget_s=None, calibration=None)
+    records = {k: (v, r) for k, v, r in plan_records(read_plan(path), plan.tree())}
+    batch = plan.values["datasets.train.batch_size_per_gpu"]
+    assert records["datasets.train.batch_size_per_gpu"] == (batch.value, batch.reason)  # typed value, not text
+    assert "train.optim_g.lr" in records and "train.losses" in records
+    edited = plan.tree()
+    edited["train"]["optim_g"]["lr"] = 0.5
+    value, reason = {k: (v, r) for k, v, r in plan_records(read_plan(path), edited)}["train.optim_g.lr"]
+    assert value == 0.5 and reason.startswith("edited in the YAML after init")
 
 
 # ---- the command ----------------------------------------------------------------------------
@@ -211,7 +234,8 @@ def test_set_values_feed_the_values_derived_from_them(profile):
                      overrides=["train.total_iter=600", "datasets.train.batch_size_per_gpu=4"])
     assert plan.get("train.scheduler.milestones") == [450, 520]
     assert plan.get("val.val_freq") == 20 and plan.get("train.warmup_iter") == 60
-    assert plan.get("datasets.train.accum_iter") == 8  # 4 × 8 reaches nano's reference batch 32
+    assert plan.get("datasets.train.accum_iter") == 1  # nano: more quick steps beat accumulation (measured)
+    assert plan.get("train.optim_g.lr") == 5e-4  # 1e-3 at batch 64, √(4/64) bounded at ×0.5
 
 
 def test_config_doc_is_in_sync_with_the_schema():

@@ -47,6 +47,7 @@ def metrics(run_dir: Path, kind: str = "train") -> list[dict]:
     return [r for r in rows if r.get("kind") == kind]
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_beats_bicubic(tmp_path, pair_set):
     val = write_pairs(tmp_path / "val", 4, scale=2, size=(192, 160), seed=100)
     config = make_config(tmp_path, pair_set, 600, ["datasets.train.batch_size_per_gpu=16"], val=val)
@@ -130,14 +131,14 @@ def test_oom_backs_off_the_batch_and_the_run_goes_on(tmp_path, pair_set):
 
 
 class Scripted(Automation):
-    """A test automation that uses every control once."""
+    """A test automation that uses every control once (stats.iteration counts steps from 1)."""
 
     name = "Scripted"
 
     def after_step(self, stats, controls):
         if stats.iteration == 2:
             controls.scale_lr(0.5, "test: halve")
-            controls.set_loss_weight("ssim", 0.5, "test: more ssim")
+            controls.set_loss_weights(torch.tensor([1.0, 0.5]), "test: more ssim")
             controls.set_clip_threshold(0.3, "test: clip")
         if stats.iteration == 4:
             controls.set_batch_size(4, "test: smaller")
@@ -146,18 +147,26 @@ class Scripted(Automation):
 
 
 def test_automations_act_through_controls_and_are_journaled(tmp_path, pair_set):
-    config = make_config(tmp_path, pair_set, 50, ["val.val_enabled=false", "logger.print_freq=1"])
+    # lr 5e-3 (FAST), linear warm-up over 10 steps, one milestone at step 5 with gamma 0.5.
+    config = make_config(tmp_path, pair_set, 50, ["val.val_enabled=false", "logger.print_freq=1",
+                                                  "train.scheduler.milestones=[5]", "train.scheduler.gamma=0.5"])
     journal = Journal(tmp_path / "events.jsonl")
-    trainer = trainer_for(config, journal, [Scripted()])
-    lrs = []
-    original = trainer._set_lr
-    trainer._set_lr = lambda: lrs.append(original()) or lrs[-1]
+    seen = []
+
+    class Recording(Scripted):
+        def after_step(self, stats, controls):
+            seen.append((stats.lr, stats.weights.tolist(), stats.clip_threshold, stats.batch_size))
+            super().after_step(stats, controls)
+
+    trainer = trainer_for(config, journal, [Recording()])
     trainer.fit()
-    assert trainer.iteration == 7  # stopped after the step it asked at
-    assert lrs[4] == pytest.approx(lrs[2] * 0.5 * lrs[4] / lrs[2] / 0.5)  # same schedule, halved
+    assert trainer.iteration == 6  # stopped after the step it asked at
+    # step k (0-based): 5e-3 · (k+1)/10 (warm-up) · 0.5 from step 5 (milestone) · 0.5 from step 2 (halved after it)
+    assert [lr for lr, *_ in seen] == pytest.approx([5e-4, 1e-3, 7.5e-4, 1e-3, 1.25e-3, 7.5e-4])
+    assert [w for _, w, *_ in seen][1:3] == [pytest.approx([1.0, 0.05]), [1.0, 0.5]]  # what each step trained with
+    assert [c for *_, c, _ in seen][1:3] == [0.8, 0.3]  # the planned cpu-tier threshold, then the automation's
+    assert [b for *_, b in seen] == [8, 8, 8, 8, 4, 4]
     assert trainer.lr_scale == 0.5 and trainer.clip_threshold == 0.3
-    assert {t.name: t.weight for t in trainer.losses}["ssim"] == 0.5
-    assert trainer.source.batch_size == 4 and trainer.last_stats.batch_size == 4
     keys = [e["key"] for e in journal.records]
     for key in ("lr_scale", "loss_weight.ssim", "grad_clip_max_norm", "batch_size", "stop"):
         assert key in keys
@@ -185,6 +194,7 @@ def test_dry_run_writes_nothing(tmp_path, pair_set, monkeypatch):
     assert "dry run ok" in result.output and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_saves_and_exits_130(tmp_path, pair_set):
     config = make_config(tmp_path, pair_set, 100000, ["val.val_enabled=false", "logger.print_freq=1"])
@@ -202,14 +212,16 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, pair_set):
     assert list((tmp_path / "runs" / "t" / "checkpoints").glob("state_*.pt"))
 
 
+@pytest.mark.slow
 def test_two_process_ddp_run_on_cpu(tmp_path, pair_set):
     """torchrun with 2 ranks (gloo): one run folder written by rank 0, both ranks finish."""
     pytest.importorskip("torch.distributed.run")
     config = make_config(tmp_path, pair_set, 12, ["val.val_freq=12", "logger.print_freq=4"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "autosr.cli", "train", str(config), "--out", str(tmp_path / "runs")],
+        # --standalone: torch picks a free port, so two test runs on one machine never collide
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "autosr", "train", str(config), "--out", str(tmp_path / "runs")],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -5,7 +5,7 @@ Two sources behind one interface (`CropSource`):
   training device (or in pinned host memory); a batch is one row gather plus a fused
   augment-and-normalise pass. No decoding while training.
 - `LoaderCropSource`: Pillow decodes in DataLoader workers, for sets too big to cache; each
-  decoded pair gives K crops (`LOADER_CROPS_PER_IMAGE`), since decoding is nearly all the cost.
+  decoded pair gives K crops (`CROPS_PER_PAIR`), since decoding is nearly all the cost.
 
 Both draw crops uniformly over every crop position in the set (so an image's share of the
 batches grows with its area: a 4K photo is not sampled as often as a 200-px thumbnail; the loader's
@@ -21,7 +21,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -30,16 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from autosr.errors import AutosrError
-from autosr.train.images import (
-    Pair,
-    check_pair,
-    collect_pairs,
-    image_size,
-    load_rgb_uint8,
-    load_val_pairs,
-    read_meta_info,
-    usable_lq_size,
-)
+from autosr.images import Pair, check_pair, image_size, load_rgb_uint8, usable_lq_size
 
 __all__ = [
     "Batch",
@@ -47,10 +38,6 @@ __all__ = [
     "CropSource",
     "LoaderCropSource",
     "build_crop_source",
-    "collect_pairs",
-    "load_rgb_uint8",
-    "load_val_pairs",
-    "read_meta_info",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -69,12 +56,34 @@ class Batch(NamedTuple):
     gt: torch.Tensor  # float [B, 3, p·scale, p·scale] in [0, 1]
 
 
+@dataclass(frozen=True)
+class CropSpec:
+    """What both crop sources serve, described once: augmentations, the random stream, and
+    where batches go. (The batch size is run-time state: the trainer may change it.)"""
+
+    use_hflip: bool
+    use_rot: bool
+    seed: int
+    device: torch.device
+    channels_last: bool
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def codes(self) -> tuple[int, ...]:
+        return _codes(self.use_hflip, self.use_rot)
+
+
+PEEK = 16  # crops in a peek_batch (the run's complexity is measured on them)
+
+
 class CropSource(Protocol):
     kind: str  # "cache" or "loader"
     reason: str  # why this kind was chosen, for the journal
     batch_size: int
 
     def next_batch(self) -> Batch: ...
+    def peek_batch(self, n: int = PEEK) -> Batch: ...
     def set_batch_size(self, batch_size: int) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -257,24 +266,18 @@ class CachedCropSource:
     def __init__(
         self,
         table: _CropTable,
+        spec: CropSpec,
         *,
         batch_size: int,
-        use_hflip: bool,
-        use_rot: bool,
-        seed: int,
-        device: str | torch.device,
-        channels_last: bool,
-        cache_device: str | torch.device | None = None,
-        rank: int = 0,
+        cache_device: torch.device | None = None,
         threads: int | None = None,
         reason: str = "",
     ) -> None:
-        self.device = _resolve(device)
+        self.spec, self.device = spec, spec.device
         store = _resolve(cache_device) if cache_device is not None else self.device
         pin = store.type == "cpu" and self.device.type == "cuda"
-        self.table, self.reason, self.channels_last = table, reason, channels_last
-        self.seed, self.rank = seed, rank
-        self._codes = torch.tensor(_codes(use_hflip, use_rot))
+        self.table, self.reason = table, reason
+        self._codes = torch.tensor(spec.codes)
         self.lq = _FlatImages([lq for _, lq in table.pairs], table.lq_wh, store, pin)
         self.gt = _FlatImages([gt for gt, _ in table.pairs], table.gt_wh, store, pin)
         for side in (self.lq, self.gt):
@@ -283,7 +286,7 @@ class CachedCropSource:
         self.batches = self.samples = 0
 
     def next_batch(self) -> Batch:
-        g = torch.Generator().manual_seed(_mix(self.seed, self.rank, self.batches))
+        g = torch.Generator().manual_seed(_mix(self.spec.seed, self.spec.rank, self.batches))
         n, p, s = self.batch_size, self.table.lq_size, self.table.scale
         image, y0, x0 = self.table.draw(n, g)
         codes = self._codes[torch.randint(0, len(self._codes), (n,), generator=g)].sort().values
@@ -320,16 +323,26 @@ class CachedCropSource:
             crops = crops.to(self.device, non_blocking=True)
         else:
             crops = source.index_select(0, _to_device(index, source.device))
-        return _to_float(crops.view(-1, size, size, 3), groups, self.channels_last)
+        return _to_float(crops.view(-1, size, size, 3), groups, self.spec.channels_last)
 
     def set_batch_size(self, batch_size: int) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
         self.batch_size = batch_size
 
+    def peek_batch(self, n: int = PEEK) -> Batch:
+        """n crops from a side stream: a look at the data that leaves the training stream as it is."""
+        saved = (self.batch_size, self.batches, self.samples)
+        self.batch_size, self.batches = n, -1  # counter -1 is never drawn by training
+        try:
+            return self.next_batch()
+        finally:
+            self.batch_size, self.batches, self.samples = saved
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "seed": self.spec.seed,
             "batches": self.batches,
             "samples": self.samples,
             "batch_size": self.batch_size,
@@ -337,6 +350,8 @@ class CachedCropSource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batch_size = int(state.get("batch_size", self.batch_size))
+        # The run's seed wins over this build's (a random seed is drawn anew at every start).
+        self.spec = replace(self.spec, seed=int(state.get("seed", self.spec.seed)))
         # A state saved by the other kind (another machine, another budget) is accepted: the stream
         # then goes on from the same counters but is not the one the first run would have drawn.
         self.batches, self.samples = int(state["batches"]), int(state["samples"])
@@ -347,7 +362,7 @@ class CachedCropSource:
 
 # ---------------------------------------------------------------- worker loader (large sets) ----
 
-# Crops the worker loader cuts from each pair it decodes (K). Decoding is nearly all of a
+# Crops the worker loader cuts from each pair it decodes (K, `crops_per_pair`). Decoding is nearly all of a
 # worker's time: a 1024² PNG pair (×2) takes ~25 ms on one core, cutting a 64-px LQ + 128-px GT
 # crop pair a few µs. Measured with benchmarks/data_throughput.py (2-core CPU, 24 such pairs,
 # batch 64, lq 64), K = 1, 2, 4, 8, 16, 32: one worker alone 41, 81, 162, 315, 571, 1,195
@@ -356,7 +371,7 @@ class CachedCropSource:
 # variety: a batch of B holds crops of only ~B/K images. 8 is the largest K that still puts 8
 # images in a batch of 64 (64 in the planner's usual 512) and keeps a back-off batch of 16 at 2+
 # images, for an ~8× gain; the rest of the curve would need batches of 1–4 images at those sizes.
-LOADER_CROPS_PER_IMAGE = 8
+CROPS_PER_PAIR = 8
 
 # One decoded pair's crops in a batch: (image index, [(slot in the batch, y0, x0, transform code)]).
 _UnitCrops = tuple[int, list[tuple[int, int, int, int]]]
@@ -388,12 +403,12 @@ class _UnitStream:
         seed: int,
         rank: int,
         world_size: int,
-        per_unit: int,
+        crops_per_pair: int,
     ) -> None:
-        if per_unit < 1:
-            raise ValueError(f"crops per image must be ≥ 1, got {per_unit}")
+        if crops_per_pair < 1:
+            raise ValueError(f"crops per pair must be ≥ 1, got {crops_per_pair}")
         self.cum, self.usable, self.lq_size, self.codes = cum, usable, lq_size, codes
-        self.seed, self.rank, self.world, self.per_unit = seed, rank, world_size, per_unit
+        self.seed, self.rank, self.world, self.crops_per_pair = seed, rank, world_size, crops_per_pair
 
     def unit(self, u: int) -> tuple[int, list[tuple[int, int, int]]]:
         """Rank-local unit u: (image index, its K crops as (y0, x0, transform code) in LQ pixels)."""
@@ -403,7 +418,7 @@ class _UnitStream:
         (width, height), p = self.usable[image], self.lq_size
         crops = [
             (rng.randrange(height - p + 1), rng.randrange(width - p + 1), rng.choice(self.codes))
-            for _ in range(self.per_unit)
+            for _ in range(self.crops_per_pair)
         ]
         return image, crops
 
@@ -415,7 +430,7 @@ class _UnitStream:
         per group (as the cache does); so a batch is not K-blocked and workers skip the slow
         strided copies. The vertical flip (code & 1) stays with the worker: a row-order copy.
         """
-        k = self.per_unit
+        k = self.crops_per_pair
         units, flat = [], []
         for u in range(start // k, (start + size - 1) // k + 1):
             image, crops = self.unit(u)
@@ -509,41 +524,33 @@ class LoaderCropSource:
     def __init__(
         self,
         table: _CropTable,
+        spec: CropSpec,
         *,
         batch_size: int,
-        use_hflip: bool,
-        use_rot: bool,
-        seed: int,
-        device: str | torch.device,
-        channels_last: bool,
         num_workers: int,
-        rank: int = 0,
-        world_size: int = 1,
-        crops_per_image: int = LOADER_CROPS_PER_IMAGE,
+        crops_per_pair: int = CROPS_PER_PAIR,
         prefetch_factor: int = 4,
         mp_context: str | None = None,
         reason: str = "",
     ) -> None:
-        self.device = _resolve(device)
-        self.table, self.reason, self.channels_last = table, reason, channels_last
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.spec, self.device = spec, spec.device
+        self.table, self.reason = table, reason
         self.num_workers, self.prefetch_factor, self.mp_context = num_workers, prefetch_factor, mp_context
-        self._codes = _codes(use_hflip, use_rot)
-        self._dataset = self._make_dataset(crops_per_image)
+        self._dataset = self._make_dataset(crops_per_pair)
         self.batch_size = batch_size
         self.batches = self.samples = 0
         self._loader: DataLoader | None = None
         self._iter: Iterator | None = None
 
     @property
-    def crops_per_image(self) -> int:
-        return self._dataset.stream.per_unit
+    def crops_per_pair(self) -> int:
+        return self._dataset.stream.crops_per_pair
 
-    def _make_dataset(self, crops_per_image: int) -> _BatchDataset:
+    def _make_dataset(self, crops_per_pair: int) -> _BatchDataset:
         t = self.table
         usable = [usable_lq_size(g, q, t.scale) for g, q in zip(t.gt_wh, t.lq_wh, strict=True)]
-        stream = _UnitStream(t.cum.tolist(), usable, t.lq_size, self._codes, self.seed, self.rank,
-                             self.world_size, crops_per_image)  # fmt: skip
+        sp = self.spec
+        stream = _UnitStream(t.cum.tolist(), usable, t.lq_size, sp.codes, sp.seed, sp.rank, sp.world_size, crops_per_pair)
         return _BatchDataset(t.pairs, t.gt_wh, t.lq_wh, t.scale, stream)
 
     def _start(self) -> Iterator:
@@ -569,11 +576,19 @@ class LoaderCropSource:
             raise _clean_worker_error(exc) from None
         bounds = np.cumsum([0, *counts.tolist()]).tolist()
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
-        lq = _to_float(_to_device(lq, self.device), groups, self.channels_last)
-        gt = _to_float(_to_device(gt, self.device), groups, self.channels_last)
+        lq = _to_float(_to_device(lq, self.device), groups, self.spec.channels_last)
+        gt = _to_float(_to_device(gt, self.device), groups, self.spec.channels_last)
         self.batches += 1
         self.samples += lq.shape[0]
         return Batch(lq, gt)
+
+    def peek_batch(self, n: int = PEEK) -> Batch:
+        """The first n crops of the stream, decoded in this process; the stream's state is untouched."""
+        lq, gt, counts = self._dataset[(0, n)]
+        bounds = np.cumsum([0, *counts.tolist()]).tolist()
+        groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
+        return Batch(_to_float(_to_device(lq, self.device), groups, self.spec.channels_last),
+                     _to_float(_to_device(gt, self.device), groups, self.spec.channels_last))
 
     def set_batch_size(self, batch_size: int) -> None:
         if batch_size < 1:
@@ -585,10 +600,11 @@ class LoaderCropSource:
     def state_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "seed": self.spec.seed,
             "batches": self.batches,
             "samples": self.samples,
             "batch_size": self.batch_size,
-            "crops_per_image": self.crops_per_image,
+            "crops_per_pair": self.crops_per_pair,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -598,8 +614,10 @@ class LoaderCropSource:
         # The saved K wins over this build's: under another K the same crop counter names other
         # crops. (A state without one, saved by the cache, goes on from the same counters in
         # another stream.)
-        k = int(state.get("crops_per_image", self.crops_per_image))
-        if k != self.crops_per_image:
+        k = int(state.get("crops_per_pair", self.crops_per_pair))
+        seed = int(state.get("seed", self.spec.seed))
+        if k != self.crops_per_pair or seed != self.spec.seed:
+            self.spec = replace(self.spec, seed=seed)
             self._dataset = self._make_dataset(k)
 
     def close(self) -> None:
@@ -614,6 +632,36 @@ class LoaderCropSource:
 
 def _gib(n: float) -> str:
     return f"{n / _GiB:.1f} GiB" if n >= _GiB / 10 else f"{n / (1 << 20):.0f} MiB"
+
+
+@dataclass(frozen=True)
+class CacheTier:
+    """One place the decoded set may live: a device ("cuda:0"; "cpu" = pinned host memory with a
+    CUDA device), or None for no cache (loader workers decode per batch)."""
+
+    where: torch.device | None
+    reason: str
+
+
+def plan_cache_tiers(need: int, device: torch.device, device_budget: int, host_budget: int | None,
+                     cache_device: torch.device | None = None) -> list[CacheTier]:
+    """Where to try to keep the decoded set, best first; the loader (no cache) always ends the list.
+
+    Pure: the budgets are the caller's measurements. On a GPU: the device itself, then pinned host
+    memory (still far faster than decoding per crop); on the CPU: RAM.
+    """
+    first = cache_device if cache_device is not None else device
+    budgets: list[tuple[torch.device, int]] = [(first, device_budget)]
+    if host_budget and device.type == "cuda" and cache_device is None:
+        budgets.append((torch.device("cpu"), host_budget))
+    tiers = []
+    for where, budget in budgets:
+        if need <= budget:
+            place = "pinned host memory, copied to the GPU per batch" if where.type == "cpu" and device.type == "cuda" else str(where)
+            tiers.append(CacheTier(where, f"decoded set {_gib(need)} fits the {_gib(budget)} cache budget: crops are cut in {place}"))
+    over = " / ".join(_gib(b) for _, b in budgets)
+    tiers.append(CacheTier(None, f"decoded set {_gib(need)} exceeds the {over} cache budget"))
+    return tiers
 
 
 def build_crop_source(
@@ -635,60 +683,33 @@ def build_crop_source(
     host_cache_budget_bytes: int | None = None,
     mp_context: str | None = None,
     decode_threads: int | None = None,
-    crops_per_image: int = LOADER_CROPS_PER_IMAGE,
+    crops_per_pair: int = CROPS_PER_PAIR,
 ) -> CropSource:
-    """Check every pair from its headers, then cache the decoded set if it fits the budget, else load.
+    """Check every pair from its headers, then cache the decoded set if it fits a budget, else load.
 
     cache_device: where the cache lives (default: `device`); "cpu" with a CUDA device means
     pinned host memory, cut there and copied over. host_cache_budget_bytes: with a CUDA device, a
     second tier — a set too big for the device cache but within this many bytes is cached in pinned
-    host memory (still far faster than decoding per crop). mp_context: the loader workers' start method
-    (None: the platform's). decode_threads: threads that fill the cache (None: up to 16).
-    crops_per_image: crops the loader cuts from each pair it decodes (K; the cache ignores it).
-    The choice and its reason are `source.reason`.
+    host memory. mp_context: the loader workers' start method (None: the platform's).
+    decode_threads: threads that fill the cache (None: up to 16). crops_per_pair: crops the loader
+    cuts from each pair it decodes (K; the cache ignores it). The choice and its reason are
+    `source.reason`.
     """
     table = _CropTable.scan(pairs_gt_lq, scale, lq_size)
-    need, budget = table.decoded_bytes(), cache_budget_bytes or 0
-    common = {
-        "batch_size": batch_size,
-        "use_hflip": use_hflip,
-        "use_rot": use_rot,
-        "seed": seed,
-        "device": device,
-        "channels_last": channels_last,
-        "rank": rank,
-    }
-    tiers = [(cache_device if cache_device is not None else device, budget)]
-    if host_cache_budget_bytes and torch.device(device).type == "cuda" and cache_device is None:
-        tiers.append(("cpu", host_cache_budget_bytes))
+    spec = CropSpec(use_hflip, use_rot, seed, _resolve(device), channels_last, rank, world_size)
+    cache_at = _resolve(cache_device) if cache_device is not None else None
+    tiers = plan_cache_tiers(table.decoded_bytes(), spec.device, cache_budget_bytes or 0, host_cache_budget_bytes, cache_at)
     fallback = ""
-    for tier_device, tier_budget in tiers:
-        if need > tier_budget:
-            continue
-        where = torch.device(tier_device)
-        place = "pinned host memory, copied to the GPU per batch" if where.type == "cpu" and tier_device != device else str(where)
-        reason = f"decoded set {_gib(need)} fits the {_gib(tier_budget)} cache budget: crops are cut in {place}"
+    for tier in tiers[:-1]:
         try:
-            return CachedCropSource(
-                table, cache_device=tier_device, threads=decode_threads, reason=reason, **common
-            )
+            return CachedCropSource(table, spec, batch_size=batch_size, cache_device=tier.where,
+                                    threads=decode_threads, reason=tier.reason)
         except RuntimeError as exc:  # CUDA OOM, or pinned/host memory refused
             if "memory" not in str(exc).lower():
                 raise
             fallback = f"; the cache did not fit after all ({str(exc).splitlines()[0][:120]})"
-            if where.type == "cuda":
+            if tier.where is not None and tier.where.type == "cuda":
                 torch.cuda.empty_cache()
-    budgets = " / ".join(_gib(b) for _, b in tiers)
-    reason = (
-        f"decoded set {_gib(need)} exceeds the {budgets} cache budget{fallback}: "
-        f"{num_workers} workers decode and cut {crops_per_image} crops per decoded pair"
-    )
-    return LoaderCropSource(
-        table,
-        num_workers=num_workers,
-        world_size=world_size,
-        crops_per_image=crops_per_image,
-        mp_context=mp_context,
-        reason=reason,
-        **common,
-    )
+    reason = f"{tiers[-1].reason}{fallback}: {num_workers} workers decode and cut {crops_per_pair} crops per decoded pair"
+    return LoaderCropSource(table, spec, batch_size=batch_size, num_workers=num_workers,
+                            crops_per_pair=crops_per_pair, mp_context=mp_context, reason=reason)

@@ -42,8 +42,8 @@ class ModelEMA:
     def __init__(self, model: nn.Module, decay: float = 0.999, power: float = 10.0,
                  update_after_step: int = 0) -> None:
         if not 0 < decay < 1:
-            raise AutosrError(f"train.ema_decay must be between 0 and 1 (exclusive), got {decay}",
-                              "0.999 is usual; leave EMA off with ema_decay: 0")
+            raise AutosrError(f"train.ema_decay must be 0 (no EMA) or between 0 and 1, got {decay}",
+                              "0.999 is usual; ema_decay: 0 turns EMA off")
         if power <= 0:
             raise AutosrError(f"train.ema_power must be > 0, got {power}", "10 means no warm-up")
         self.decay = float(decay)
@@ -98,3 +98,10 @@ class ModelEMA:
 
     def __call__(self, *args: Tensor, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
+
+
+def build_ema(model: nn.Module, decay: float, power: float) -> ModelEMA | None:
+    """traiNNer's rule: ema_decay 0 means no EMA (validation and export then use the model itself)."""
+    if decay == 0:
+        return None
+    return ModelEMA(model, decay=decay, power=power)

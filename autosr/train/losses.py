@@ -110,21 +110,25 @@ class LossTerm:
             return self.fn(sr.float(), gt.float())
 
 
-def total_loss(terms: Sequence[LossTerm], sr: Tensor, gt: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """Σ weight·loss over the terms whose weight is not zero, and each unweighted loss (detached).
+def total_loss(terms: Sequence[LossTerm], sr: Tensor, gt: Tensor,
+               weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Σ weight·loss over the terms, and each unweighted loss (detached).
 
-    Returns tensors only (no ``.item()``), so a training step never waits on the device here.
+    ``weights`` (one per term, on the device) replaces the terms' own weights: the runtime
+    scheduler changes it between steps without a host sync. Returns tensors only (no ``.item()``),
+    so a training step never waits on the device here.
     """
-    total: Tensor | None = None
     values: dict[str, Tensor] = {}
-    for term in terms:
-        if term.weight == 0:
-            continue  # not computed at all
+    parts = []
+    for i, term in enumerate(terms):
         value = term(sr, gt)
         values[term.name] = value.detach()
-        total = value * term.weight if total is None else total + value * term.weight
-    if total is None:
-        raise AutosrRuntimeError("every loss weight is zero at this step", "at least one loss must be active")
+        parts.append(value * (weights[i] if weights is not None else term.weight))
+    if not parts:
+        raise AutosrRuntimeError("no loss to train on", "at least one loss needs a weight above 0")
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
     return total, values
 
 

@@ -7,7 +7,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -15,16 +15,25 @@ from rich.console import Console
 from autosr.config import RunConfig, load_config, parse_override
 from autosr.errors import AutosrError
 from autosr.fsutil import write_text_atomic
-from autosr.journal import Journal, plan_decisions
+from autosr.journal import Journal
+from autosr.plan_file import plan_path_for, plan_records, read_plan
+from autosr.runfolder import RunFolder, rewrite_jsonl, up_to
 from autosr.train import checkpoint as ckpt
+from autosr.train.budget import TimeBudget
 from autosr.train.setup import init_distributed
+
+if TYPE_CHECKING:
+    from autosr.train.trainer import RunResult
 
 err = Console(stderr=True, highlight=False)
 
 
 def train_from_file(
-    config_path: Path, *, out_dir: Path, resume: bool | None, overrides: list[str], dry_run: bool, quiet: bool = False
+    config_path: Path, *, out_dir: Path, resume: bool | None, overrides: list[str], dry_run: bool, quiet: bool = False,
+    time_budget: float | None = None,
 ) -> int:
+    """`time_budget`: seconds for the whole command (None: the plan's budget, if init set one)."""
+    budget = _budget(config_path, time_budget)  # started first: the budget counts the start-up too
     cfg = load_config(config_path, overrides)
     dist = init_distributed()
     from autosr.train.trainer import Trainer  # torch-heavy: imported once the config is known good
@@ -33,6 +42,7 @@ def train_from_file(
         return _dry_run(cfg, dist)
 
     run_dir = out_dir / cfg.name
+    folder = RunFolder(run_dir)
     store = ckpt.CheckpointStore(run_dir)
     latest = store.latest()
     explicit = cfg.section("path").get("resume_state")
@@ -50,15 +60,14 @@ def train_from_file(
             "resume it (the default), or start a new one with --set name=<new name>",
         )
 
-    journal = Journal(run_dir / "events.jsonl" if dist.is_main else None)
+    journal = Journal(folder.events if dist.is_main else None)
     # Built first: it reads every image header, so bad data fails before the run folder is touched.
-    trainer = Trainer(cfg, run_dir, dist, journal, quiet=quiet)
+    trainer = Trainer(cfg, run_dir, dist, journal, quiet=quiet, budget=budget)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_run_files(cfg, run_dir, config_path, overrides, first=not resume)
+        _write_run_files(cfg, folder, config_path, overrides, first=not resume)
         if not resume:
-            for key, value, reason in plan_decisions(config_path.read_text(encoding="utf-8")):
-                journal.record(0, "plan", key, None, value, reason)
+            _journal_plan(journal, config_path, cfg, folder)
 
     if resume:
         state = ckpt.load_training_state(latest)
@@ -71,7 +80,7 @@ def train_from_file(
             )
             return 0
         if dist.is_main:
-            _truncate_metrics(run_dir / "metrics.jsonl", trainer.iteration)
+            rewrite_jsonl(folder.metrics, up_to(trainer.iteration))
             journal.truncate_after(trainer.iteration)
             journal.record(trainer.iteration, "trainer", "resume", None, trainer.iteration, f"resumed from {latest.name}")
 
@@ -82,10 +91,30 @@ def train_from_file(
     try:
         code = _fit_with_interrupts(trainer)
     finally:
+        journal.close()
         _leave_process_group(dist)
     if dist.is_main:
-        _print_result(trainer, run_dir, config_path, overrides, code)
+        _print_result(trainer.result(), folder, config_path, overrides, code)
     return code
+
+
+def _journal_plan(journal: Journal, config_path: Path, cfg: RunConfig, folder: RunFolder) -> None:
+    """Plan-time decisions from init's plan file (typed values and reasons), copied into the run."""
+    source = plan_path_for(config_path)
+    plan = read_plan(source)
+    if not plan:
+        journal.record(0, "plan", "plan", None, None, f"no {source.name} beside the config: a hand-written config")
+        return
+    write_text_atomic(folder.plan, source.read_text(encoding="utf-8"))
+    for key, value, reason in plan_records(plan, cfg.data):
+        journal.record(0, "plan", key, None, value, reason)
+
+
+def _budget(config_path: Path, seconds: float | None) -> TimeBudget | None:
+    """--time, else the budget `autosr init --time` wrote into the plan beside the YAML."""
+    if seconds is None:
+        seconds = read_plan(plan_path_for(config_path)).get("time_budget_s")
+    return TimeBudget(seconds) if seconds else None
 
 
 def _leave_process_group(dist: Any) -> None:
@@ -117,26 +146,22 @@ def _dry_run(cfg: RunConfig, dist: Any) -> int:
 
     trainer = Trainer(cfg, None, dist, Journal(None), quiet=True)
     trainer.fit(max_steps=1)
-    loss = float(trainer.last_stats.total)
-    err.print(f"[green]dry run ok[/green]: {cfg.source}")
-    err.print(f"  model   {trainer.net_opts['type']} ×{cfg.scale}, precision {trainer.precision.label} ({trainer.precision.note})")
-    err.print(f"  data    {trainer.data_reason}")
-    err.print(f"  batch   {trainer.batch_size} × accum {trainer.accum}, patch {cfg.lq_size}, device {trainer.device}")
-    err.print(f"  step    1 step ran, loss {loss:.4g}; {len(trainer.val_images)} validation images")
-    for key, note in trainer._unapplied_sections():
-        err.print(f"  note    {key}: {note}")
+    err.print(f"[green]dry run ok[/green]: {cfg.source}", markup=True)
+    for topic, text in trainer.describe():
+        err.print(f"  {topic:<7} {text}", markup=False)
+    err.print(f"  step    1 step ran, loss {float(trainer.last_stats.total):.4g}", markup=False)
     return 0
 
 
-def _write_run_files(cfg: RunConfig, run_dir: Path, config_path: Path, overrides: list[str], first: bool) -> None:
+def _write_run_files(cfg: RunConfig, folder: RunFolder, config_path: Path, overrides: list[str], first: bool) -> None:
     from autosr.hardware import probe
 
     header = f"# resolved config of {config_path}" + (f" with --set {' '.join(overrides)}" if overrides else "") + "\n"
-    write_text_atomic(run_dir / "config.yml", header + yaml.safe_dump(cfg.data, sort_keys=False))
-    write_text_atomic(run_dir / "hardware.json", json.dumps(probe(run_dir).to_dict(), indent=2))
+    write_text_atomic(folder.config, header + yaml.safe_dump(cfg.data, sort_keys=False))
+    write_text_atomic(folder.hardware, json.dumps(probe(folder.root).to_dict(), indent=2))
     if first:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        (run_dir / "events.jsonl").unlink(missing_ok=True)
+        folder.metrics.unlink(missing_ok=True)
+        folder.events.unlink(missing_ok=True)
 
 
 def _check_same_model(cfg: RunConfig, state: dict[str, Any], run_dir: Path) -> None:
@@ -149,29 +174,16 @@ def _check_same_model(cfg: RunConfig, state: dict[str, Any], run_dir: Path) -> N
             )
 
 
-def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Drop metric lines past the restored iteration so the log reads as one straight run."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("iter", 0) <= iteration:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def _print_result(trainer: Any, run_dir: Path, config_path: Path, overrides: list[str], code: int) -> None:
+def _print_result(result: RunResult, folder: RunFolder, config_path: Path, overrides: list[str], code: int) -> None:
     if code == 130:
         sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
         command = f"autosr train {shlex.quote(str(config_path))}{sets}"
-        err.print(f"[yellow]stopped at iteration {trainer.iteration}[/yellow]; checkpoint saved. Resume with: {command}")
+        err.print(f"[yellow]stopped at iteration {result.iteration}[/yellow]; checkpoint saved. Resume with: {command}")
         return
-    best = ", ".join(f"{k} {v[0]:.4f} @ {v[1]}" for k, v in trainer.best.items()) or "no validation"
-    err.print(f"[green]done[/green]: {trainer.iteration} iterations · best {best}")
-    err.print(f"  run folder: {run_dir}  (metrics.jsonl, events.jsonl, models/)")
-    if (run_dir / "models" / "net_g_best.safetensors").exists():
-        err.print(f"  best model: {run_dir / 'models' / 'net_g_best.safetensors'}")
+    best = ", ".join(f"{k} {v[0]:.4f} @ {v[1]}" for k, v in result.best.items()) or "no validation"
+    err.print(f"[green]done[/green]: {result.iteration} iterations · best {best}")
+    err.print(f"  run folder: {folder.root}  (metrics.jsonl, events.jsonl, models/)")
+    best_model = folder.models / "net_g_best.safetensors"
+    if best_model.exists():
+        err.print(f"  best model: {best_model}")
     sys.stderr.flush()

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autosr.config import RunConfig
-from autosr.errors import AutosrError
+from autosr.train.settings import OptimizerSettings, RuntimeSettings
 
 
 @dataclass
@@ -58,6 +57,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class Note:
+    """A fact about how the run was built, for the journal: key, value, reason."""
+
+    key: str
+    value: Any
+    reason: str
+
+
 @dataclass
 class Precision:
     """How the forward pass runs; `note` explains any change from what the config asked."""
@@ -73,34 +81,60 @@ class Precision:
     def autocast(self, device: torch.device) -> Callable[[], Any]:
         if self.dtype is None:
             return contextlib.nullcontext
-        return lambda: torch.autocast(device.type, dtype=self.dtype)
+        dtype = self.dtype
+        return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def choose_precision(cfg: RunConfig, device: torch.device) -> Precision:
-    use_amp, want_bf16 = cfg.data.get("use_amp", False), cfg.data.get("amp_bf16", False)
-    if not use_amp:
+def choose_precision(rt: RuntimeSettings, device: torch.device) -> Precision:
+    if not rt.use_amp:
         return Precision(None, False, "use_amp is off: fp32")
     if device.type != "cuda":
         return Precision(None, False, "use_amp asked for, but autocast on the CPU is slower than fp32 here: fp32")
-    if want_bf16:
+    if rt.amp_bf16:
         if torch.cuda.is_bf16_supported():
             return Precision(torch.bfloat16, False, "bf16 autocast (amp_bf16)")
         return Precision(torch.float16, True, "amp_bf16 asked for, but this GPU has no bf16: fp16 autocast with loss scaling")
     return Precision(torch.float16, True, "fp16 autocast with loss scaling (use_amp)")
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
-    opt = cfg.train.get("optim_g") or {"type": "AdamW", "lr": 2e-4}
-    kwargs: dict[str, Any] = {"lr": opt["lr"]}
-    if "betas" in opt:
-        kwargs["betas"] = tuple(opt["betas"][:2])
-    if "eps" in opt:
-        kwargs["eps"] = opt["eps"]
-    kind = opt.get("type", "AdamW")
-    kwargs["weight_decay"] = opt.get("weight_decay", 1e-2 if kind == "AdamW" else 0.0)
+@dataclass(frozen=True)
+class TorchSetup:
+    device: torch.device
+    precision: Precision
+    seed: int
+    notes: tuple[Note, ...]
+
+
+def setup_torch(rt: RuntimeSettings, dist: DistInfo) -> TorchSetup:
+    """Device, seeds, math modes and precision: everything global to torch, set once."""
+    device = pick_device(dist)
+    notes = []
+    seed = rt.seed
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+        notes.append(Note("manual_seed", seed, "not set: a random seed (traiNNer's default), kept in the checkpoint"))
+    seed_everything(seed + dist.rank)
+    if rt.fast_matmul and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if rt.deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick the fastest kernels
+    if device.type == "cpu":
+        # Denormal floats make CPU math ~10× slower as weights and gradients shrink.
+        torch.set_flush_denormal(True)
+    precision = choose_precision(rt, device)
+    notes.append(Note("precision", precision.label, precision.note))
+    return TorchSetup(device, precision, seed, tuple(notes))
+
+
+def build_optimizer(params: list[torch.nn.Parameter], opt: OptimizerSettings, device: torch.device) -> torch.optim.Optimizer:
+    kwargs: dict[str, Any] = {"lr": opt.lr, "betas": opt.betas, "eps": opt.eps, "weight_decay": opt.weight_decay}
     if device.type == "cuda":
-        kwargs["fused"] = opt.get("fused", True)  # one kernel for all parameters
-    cls = torch.optim.AdamW if kind == "AdamW" else torch.optim.Adam
+        kwargs["fused"] = True if opt.fused is None else opt.fused  # one kernel for all parameters
+    cls = torch.optim.AdamW if opt.type == "AdamW" else torch.optim.Adam
     return cls(params, **kwargs)
 
 
@@ -119,11 +153,3 @@ def cache_budget_bytes(device: torch.device) -> tuple[int, int | None, str]:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.33), int(available * 0.40), f"a third of the {free / 2**30:.1f} GiB free VRAM, then {ram}"
     return int(available * 0.40), None, ram
-
-
-def check_network_scale(cfg: RunConfig) -> dict[str, Any]:
-    net = dict(cfg.data["network_g"])
-    net.setdefault("scale", cfg.scale)
-    if net["scale"] not in (2, 3, 4):
-        raise AutosrError(f"{cfg.source}: scale {net['scale']} is not trained by ParagonSR2", "use 2, 3 or 4")
-    return net

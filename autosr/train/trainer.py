@@ -1,4 +1,4 @@
-"""The training run: build everything from a RunConfig, then `fit()` — the loop reads top to bottom.
+"""The training run: build everything from typed Settings, then `fit()` — the loop reads top to bottom.
 
 Run-time changes (OOM back-off, precision fallback, automations through `Controls`) are all
 applied here and written to the decision journal.
@@ -6,10 +6,10 @@ applied here and written to the decision journal.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,125 +18,229 @@ import torch
 from autosr.archs import build_network, count_parameters
 from autosr.config import RunConfig
 from autosr.errors import AutosrError, AutosrRuntimeError
+from autosr.images import collect_pairs, load_val_pairs
 from autosr.journal import Journal
+from autosr.runfolder import JsonlWriter, RunFolder
 from autosr.train import checkpoint as ckpt
-from autosr.train.data import build_crop_source
-from autosr.train.ema import ModelEMA
-from autosr.train.hooks import Automation, StepStats, ValStats, phase_of
-from autosr.train.images import collect_pairs, load_val_pairs
-from autosr.train.losses import build_losses, total_loss
-from autosr.train.lr import schedule_factor
+from autosr.train.budget import TimeBudget, format_duration
+from autosr.train.data import CropSource, build_crop_source
+from autosr.train.ema import ModelEMA, build_ema
+from autosr.train.hooks import Automation, LossInfo, RunInfo, StepStats, TierInfo, ValStats, phase_of
+from autosr.train.losses import LossTerm, build_losses, total_loss
 from autosr.train.pretrained import load_pretrained
 from autosr.train.progress import Progress
-from autosr.train.setup import (
-    DistInfo,
-    build_optimizer,
-    cache_budget_bytes,
-    check_network_scale,
-    choose_precision,
-    pick_device,
-    seed_everything,
-)
-from autosr.train.validate import bicubic_baseline, evaluate
+from autosr.train.settings import Settings, build_settings
+from autosr.train.setup import DistInfo, Note, Precision, build_optimizer, cache_budget_bytes, setup_torch
+from autosr.train.validate import Validator
 
 LR_FACTOR_BOUNDS = (0.1, 2.0)  # runtime-scheduler.md: the automation scales, within these
+
+
+@dataclass
+class ModelParts:
+    model: torch.nn.Module
+    step_model: Any  # what the step calls: compiled and/or DDP-wrapped model
+    ema: ModelEMA | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    losses: list[LossTerm]
+    notes: list[Note]
+
+
+def build_model_parts(s: Settings, device: torch.device, precision: Precision, dist: DistInfo) -> ModelParts:
+    """Network (pretrained weights loaded), EMA, optimizer, scaler, losses, compile, DDP."""
+    notes = []
+    model = build_network(s.network).to(device)
+    if s.runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    notes.append(Note("network_g", s.network["type"], f"{count_parameters(model):,} trainable parameters"))
+    if s.pretrain.path:
+        loaded = load_pretrained(model, Path(s.pretrain.path), param_key=s.pretrain.param_key, strict=s.pretrain.strict)
+        notes.append(Note("path.pretrain_network_g", "loaded", loaded))
+    ema = build_ema(model, s.ema_decay, s.ema_power)
+    if ema is None:
+        notes.append(Note("train.ema_decay", 0.0, "no EMA (traiNNer's meaning of 0): validation and models use the trained weights"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, s.optimizer, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
+    losses = build_losses(list(s.losses))
+    step_model: Any = model
+    if s.runtime.use_compile:
+        step_model, note = _compile(model, losses, s.runtime.compile_mode, device)
+        notes.append(note)
+    if dist.world_size > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None
+        )
+    return ModelParts(model, step_model, ema, optimizer, scaler, losses, notes)
+
+
+def _compile(model: torch.nn.Module, losses: list[LossTerm], mode: str, device: torch.device) -> tuple[Any, Note]:
+    if device.type != "cuda":
+        return model, Note("use_compile", False, "torch.compile skipped on the CPU: slow to build, rarely faster")
+    # The SSIM window comes from an lru_cache'd builder; tracing through it is safe (pure).
+    warnings.filterwarnings("ignore", message=".*functools.lru_cache.*", category=UserWarning)
+    for term in losses:
+        # The loss maths (SSIM's many fp32 elementwise passes) fuses well; weights stay outside
+        # the compiled function so that changing them never recompiles.
+        term.fn = torch.compile(term.fn)
+    note = Note("use_compile", mode, "model and losses compiled on the first step (its time shows in the first log line)")
+    return torch.compile(model, mode=mode), note
+
+
+@dataclass
+class DataParts:
+    source: CropSource
+    validator: Validator | None
+    notes: list[Note]
+
+
+def build_data(s: Settings, device: torch.device, dist: DistInfo, seed: int, autocast: Any,
+               save_dir: Path | None) -> DataParts:
+    """The training crop source (cache or loader) and, on the main process, the validator."""
+    _check_dataroots(s)
+    budget, host_budget, budget_reason = cache_budget_bytes(device)
+    d = s.data
+    pairs = collect_pairs(list(d.dataroot_gt), list(d.dataroot_lq), list(d.meta_info) if d.meta_info else None)
+    source = build_crop_source(
+        pairs, scale=s.scale, lq_size=d.lq_size, batch_size=d.batch_size,
+        use_hflip=d.use_hflip, use_rot=d.use_rot, seed=seed, device=device,
+        channels_last=s.runtime.channels_last, cache_budget_bytes=budget, host_cache_budget_bytes=host_budget,
+        num_workers=d.num_workers or 0, rank=dist.rank, world_size=dist.world_size,
+    )
+    notes = [Note("data", source.kind, f"{source.reason} (budget: {budget_reason})")]
+    validator = None
+    if s.val.enabled and dist.is_main:
+        images = []
+        for vset in s.val.sets:
+            images += load_val_pairs(collect_pairs(list(vset.dataroot_gt), list(vset.dataroot_lq),
+                                                   list(vset.meta_info) if vset.meta_info else None), scale=s.scale)
+        validator = Validator(images, s.val.metrics, scale=s.scale, tile=s.val.tile_size, device=device,
+                              autocast=autocast, channels_last=s.runtime.channels_last,
+                              save_dir=save_dir if s.val.save_img else None)
+    elif not s.val.enabled:
+        notes.append(Note("val", "off", s.val.off_reason))
+    return DataParts(source, validator, notes)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished (or stopped) fit() leaves, for the command that started it."""
+
+    iteration: int
+    total_iter: int
+    best: dict[str, tuple[float, int]]
+    stop_reason: str | None
+    interrupted: bool
 
 
 class Trainer:
     """Holds the run's state; implements `Controls` for the automations."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path | None, dist: DistInfo, journal: Journal,
-                 automations: list[Automation] | None = None, quiet: bool = False) -> None:
+                 automations: list[Automation] | None = None, quiet: bool = False,
+                 budget: TimeBudget | None = None) -> None:
         self.cfg, self.run_dir, self.dist, self.journal = cfg, run_dir, dist, journal
+        self.budget = budget
+        self.folder = RunFolder(run_dir) if run_dir is not None else None
+        self.s = s = build_settings(cfg)
         self.automations = automations or []
-        self.device = pick_device(dist)
+        # 1. torch: device, seed, math modes, precision
+        torch_setup = setup_torch(s.runtime, dist)
+        self.device, self.precision, self.seed = torch_setup.device, torch_setup.precision, torch_setup.seed
+        self.autocast = self.precision.autocast(self.device)
+        # 2. model, EMA, optimizer, losses
+        parts = build_model_parts(s, self.device, self.precision, dist)
+        self.model, self.step_model, self.ema = parts.model, parts.step_model, parts.ema
+        self.optimizer, self.scaler, self.losses = parts.optimizer, parts.scaler, parts.losses
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # Loss weights live on the device: the scheduler changes them with no host sync per step.
+        self.loss_weights = torch.tensor([t.weight for t in self.losses], dtype=torch.float32, device=self.device)
+        self._journaled_weights = [t.weight for t in self.losses]
+        self._weights_reason = ""
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        # 3. data: training crops, validation images
+        save_dir = self.folder.visualization if self.folder else None
+        data = build_data(s, self.device, dist, self.seed, self.autocast, save_dir)
+        self.source, self.validator = data.source, data.validator
+        self.notes = [*torch_setup.notes, *parts.notes, *data.notes, *self._overridden_hints()]
+
+        # Run-time state (what a checkpoint saves).
         self.iteration = 0
+        self.total_iter = s.total_iter
+        self.accum = s.data.accum_iter
+        self.batch_size = s.data.batch_size
         self.lr_scale = 1.0
+        self.clip, self.clip_threshold = s.grad_clip, s.grad_clip_max_norm
+        self.val_freq = s.val.freq
+        self.next_val = self.val_freq
+        self.print_freq, self.save_freq = s.print_freq, s.save_checkpoint_freq
+        # A time budget spreads this many validations over whatever length fits (as planned).
+        self.planned_vals = max(1, s.total_iter // self.val_freq) if self.val_freq else 0
+        self.vals_done = 0
+        self.val_seconds: float | None = None  # measured cost of one validation + checkpoint
+        self._refit_note_at = 0.0
         self.stop_reason: str | None = None
         self.interrupted = False
-        self.best: dict[str, tuple[float, int]] = {}
+        self.resumed = False
+        self._lr = 0.0
         self.phase: str | None = None
         self.last_stats: StepStats | None = None
-        self.compile_note: tuple[Any, Any, str] | None = None  # journaled once the run starts
-        self.pretrained_note: str | None = None
-        train, ds = cfg.train, cfg.train_set
-        self.total_iter = train["total_iter"]
-        self.accum = ds.get("accum_iter", 1)
-        self.clip = train.get("grad_clip", False)
-        self.clip_threshold = float(train.get("grad_clip_max_norm", 1.0))
-        val = cfg.section("val")
-        validating = val.get("val_enabled", True) and val.get("metrics_enabled", True)
-        self.val_freq = val.get("val_freq", 0) if validating else 0
-        self.save_img = bool(val.get("save_img", False))
-        logger = cfg.section("logger")
-        self.print_freq = logger.get("print_freq", 100)
-        self.save_freq = logger.get("save_checkpoint_freq", self.val_freq or 1000)
-        seed_everything(cfg.data.get("manual_seed", 0) + dist.rank)
-        if cfg.data.get("fast_matmul") and self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        if cfg.data.get("deterministic"):
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cudnn.deterministic = True
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick the fastest kernels
-        self.channels_last = bool(cfg.data.get("use_channels_last", False))
-        self.precision = choose_precision(cfg, self.device)
-        self.autocast = self.precision.autocast(self.device)
-        tb_dir = run_dir / "tb" if (run_dir is not None and cfg.section("logger").get("use_tb_logger")) else None
+        tb_dir = self.folder.tb if (self.folder and s.use_tb_logger) else None
         self.progress = Progress(self.total_iter, enabled=dist.is_main and not quiet, tb_dir=tb_dir)
+        self.metrics_log = JsonlWriter(self.folder.metrics if (self.folder and dist.is_main) else None)
 
-        # Model, EMA, optimiser, losses.
-        self.net_opts = check_network_scale(cfg)
-        self.model = build_network(self.net_opts).to(self.device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        paths = cfg.section("path")
-        if paths.get("pretrain_network_g"):
-            self.pretrained_note = load_pretrained(
-                self.model, Path(paths["pretrain_network_g"]), param_key=paths.get("param_key_g"),
-                strict=paths.get("strict_load_g", True),
-            )
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.ema = ModelEMA(self.model, decay=train.get("ema_decay", 0.999), power=train.get("ema_power", 10.0))  # traiNNer's default: no warm-up
-        self.optimizer = build_optimizer(self.params, cfg, self.device)
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
-        self.losses = build_losses(train["losses"])
-        self.step_model = self._maybe_compile(self.model)
-        if dist.world_size > 1:
-            self.step_model = torch.nn.parallel.DistributedDataParallel(
-                self.step_model, device_ids=[dist.local_rank] if self.device.type == "cuda" else None
-            )
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What validation and the saved 'best' model use: the EMA weights when there is EMA."""
+        return self.ema.module if self.ema is not None else self.model
 
-        # Data.
-        self.batch_size = ds["batch_size_per_gpu"]
-        budget, host_budget, budget_reason = cache_budget_bytes(self.device)
-        _check_dataroots(cfg)
-        pairs = collect_pairs(ds["dataroot_gt"], ds["dataroot_lq"], ds.get("meta_info"))
-        self.source = build_crop_source(
-            pairs, scale=cfg.scale, lq_size=cfg.lq_size, batch_size=self.batch_size,
-            use_hflip=ds.get("use_hflip", True), use_rot=ds.get("use_rot", True),
-            seed=cfg.data.get("manual_seed", 0), device=self.device, channels_last=self.channels_last,
-            cache_budget_bytes=budget, host_cache_budget_bytes=host_budget,
-            num_workers=ds.get("num_worker_per_gpu", 0),
-            rank=dist.rank, world_size=dist.world_size,
+    @property
+    def best(self) -> dict[str, tuple[float, int]]:
+        return dict(self.validator.best) if self.validator else {}
+
+    def run_info(self) -> RunInfo:
+        """The frozen description automations start from."""
+        from autosr.hardware import TIER_SETTINGS, tier_for_vram
+
+        vram = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
+        tier = tier_for_vram(vram // 2**20 * self.dist.world_size if vram else None)
+        t = TIER_SETTINGS[tier]
+        variant = self.s.network["type"].removeprefix("paragonsr2_")
+        return RunInfo(
+            total_iter=self.total_iter, warmup_iter=max(0, self.s.schedule.warmup_iter), arch=self.s.network["type"],
+            variant=variant, scale=self.s.scale,
+            losses=tuple(LossInfo(t_.name, t_.type, t_.weight) for t_ in self.losses),
+            has_gan=any(t_.type == "ganloss" for t_ in self.losses),
+            tier=TierInfo(tier, t.vram_target, t.safety_margin, t.lr_patience, t.clip_start, t.early_stop_patience, vram),
+            complexity=self._complexity(), world_size=self.dist.world_size, batch_size=self.batch_size,
+            accum_iter=self.accum, lq_size=self.s.data.lq_size, val_freq=self.val_freq,
+            val_metric=self.validator.primary if self.validator else None, print_freq=self.print_freq,
+            resumed=self.resumed, start_iter=self.iteration, time_budget_s=None,
         )
-        self.data_reason = f"{self.source.reason} (budget: {budget_reason})"
-        self.val_images = []
-        if dist.is_main and self.val_freq:
-            for vset in cfg.val_sets.values():
-                self.val_images += load_val_pairs(collect_pairs(vset["dataroot_gt"], vset["dataroot_lq"], vset.get("meta_info")), scale=cfg.scale)
-        self.metrics = cfg.section("val", "metrics") or {"psnr": {"type": "calculate_psnr", "crop_border": cfg.scale}}
+
+    def _complexity(self) -> float:
+        """Dataset complexity of one training batch (runtime-scheduler.md's formula), 0..1."""
+        from autosr.dataset import image_complexity
+
+        _, gt = self.source.peek_batch()
+        images = gt.float().permute(0, 2, 3, 1).cpu().numpy()
+        return float(sum(image_complexity(img) for img in images) / max(1, len(images)))
 
     # ---- the loop -----------------------------------------------------------------------------
 
     def fit(self, *, max_steps: int | None = None) -> int:
         """Train until total_iter, a stop, or Ctrl-C. Returns the exit code (0, or 130 after Ctrl-C)."""
+        self._startup_seconds = self.budget.elapsed - self.progress.paused if self.budget else 0.0
+        self._fit_start = self.iteration
         self._start()
         steps_done = 0
-        while self.iteration < self.total_iter:
-            # 1. phase and learning rate for this step
+        while True:
+            # 1. the run's length (a time budget re-fits it to the measured speed), phase, LR
+            if self.budget is not None:
+                self._fit_to_budget()
+            if self.iteration >= self.total_iter:
+                break
             self._enter_phase()
             lr = self._set_lr()
             # 2. one optimiser step (gradient accumulation inside; CUDA OOM → smaller batch, same step)
@@ -152,18 +256,67 @@ class Trainer:
             if self.iteration % self.print_freq == 0 or self.iteration == self.total_iter:
                 self._log(stats, lr)
             # 5. validate and checkpoint
-            if self.val_freq and (self.iteration % self.val_freq == 0 or self.iteration == self.total_iter):
+            if self.val_freq and (self.iteration >= self.next_val or self.iteration == self.total_iter):
                 self._validate()
-            if self.iteration % self.save_freq == 0 and self.iteration < self.total_iter:
+            if self.iteration % self.save_freq == 0 and self.iteration < self.total_iter and self.budget is None:
                 self.save()
             # 6. Ctrl-C, an automation's stop, or a step budget (tests, --dry-run): save and leave
             if self._should_leave() or (max_steps is not None and steps_done >= max_steps):
                 break
+        if self.budget is not None and self.iteration >= self.total_iter and self.val_freq and self.next_val <= self.iteration:
+            self._validate()  # the budget ended between validation points: the last one is due
+        for automation in self.automations:
+            automation.on_end(self.iteration, self)
+        self._journal_weights()
         self.save(final=self.iteration >= self.total_iter)
+        if self.budget is not None:
+            self._event("trainer", "time_budget", format_duration(self.budget.seconds),
+                        format_duration(self.budget.elapsed),
+                        f"{self.iteration} iterations; the run took {self.budget.elapsed / self.budget.seconds:.1%} of its budget")
         self.progress.close()
+        self.metrics_log.close()
         if self.stop_reason:
             self._event("trainer", "stop", None, self.iteration, self.stop_reason)
         return 130 if self.interrupted and self.iteration < self.total_iter else 0
+
+    def result(self) -> RunResult:
+        return RunResult(self.iteration, self.total_iter, self.best, self.stop_reason, self.interrupted)
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(topic, text) lines saying how this run is built (`--dry-run` prints them)."""
+        lines = [
+            ("model", f"{self.s.network['type']} ×{self.s.scale}, precision {self.precision.label} ({self.precision.note})"),
+            ("batch", f"{self.batch_size} × accum {self.accum}, patch {self.s.data.lq_size}, device {self.device}"),
+        ]
+        lines += [("note", f"{n.key}: {n.reason}") for n in self.notes if n.key not in ("network_g", "precision")]
+        lines += [("note", f"{key}: {note}") for key, note in self._unapplied_sections()]
+        if self.validator:
+            lines.append(("val", f"{len(self.validator.images)} validation images every {self.val_freq} iterations"))
+        return lines
+
+    def _fit_to_budget(self) -> None:
+        """Re-fit total_iter (and with it the schedule and the validation points) so that the run,
+        its remaining validations and the final save end when the budget does."""
+        assert self.budget is not None
+        budget = self.budget
+        if self.iteration > self._fit_start + 2:  # the first steps include compile and warm-up
+            budget.mark(self.iteration, self.progress.paused + self._startup_seconds)
+        vals_left = max(0, self.planned_vals - self.vals_done) if self.val_freq else 0
+        per_val = self.val_seconds if self.val_seconds is not None else 0.005 * budget.seconds
+        upcoming = vals_left * per_val + (0.0 if self.val_freq else 0.01 * budget.seconds)
+        old = self.total_iter
+        self.total_iter = budget.fit_total(self.iteration, fallback=old, upcoming=upcoming)
+        self.progress.total = self.total_iter
+        if self.val_freq:
+            # validation points at k/N of the (re-fitted) run
+            k = self.vals_done + 1
+            self.next_val = max(self.iteration + 1, round(self.total_iter * k / self.planned_vals))
+        share = budget.elapsed / budget.seconds
+        if share >= self._refit_note_at and budget.rate() is not None:
+            self._refit_note_at = share + 0.1
+            self._event("trainer", "train.total_iter", self.s.total_iter, self.total_iter,
+                        f"time budget {format_duration(budget.seconds)}: {format_duration(budget.elapsed)} spent, "
+                        f"{budget.rate():.2f} it/s measured → {self.total_iter} iterations end on time")
 
     def _should_leave(self) -> bool:
         """Single process: at once. Under DDP every rank must leave after the same step or the
@@ -210,78 +363,80 @@ class Trainer:
             sync = self.dist.world_size == 1 or micro == self.accum - 1
             with (self.step_model.no_sync() if not sync else _null()), self.autocast():
                 sr = self.step_model(lq)
-                total, parts = total_loss(self.losses, sr.float(), gt)
+                total, parts = total_loss(self.losses, sr.float(), gt, self.loss_weights)
             self.scaler.scale(total / self.accum).backward()
             total_sum += total.detach() / self.accum
             for name, value in parts.items():
                 parts_sum[name] = parts_sum.get(name, 0) + value / self.accum
         self.scaler.unscale_(self.optimizer)
-        grad_norm = self._clip_gradients()
+        grad_norm, clipped = self._clip_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update(self.model)
+        if self.ema is not None:
+            self.ema.update(self.model)
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
-        return StepStats(self.iteration, parts_sum, total_sum, grad_norm, self.batch_size,
-                         time.perf_counter() - started, peak, self.phase or "")
+        return StepStats(
+            iteration=self.iteration + 1, losses=parts_sum, total=total_sum, grad_norm=grad_norm, clipped=clipped,
+            weights=self.loss_weights, batch_size=self.batch_size, step_seconds=time.perf_counter() - started,
+            peak_memory_bytes=peak, phase=self.phase or "", lr=self._lr, lr_scale=self.lr_scale,
+            clip_threshold=self.clip_threshold if self.clip else None,
+        )
 
-    def _clip_gradients(self) -> torch.Tensor:
-        """Total grad norm (before clipping); clip to the threshold; a non-finite norm zeroes the
-        step's gradients instead of poisoning the weights. No host sync."""
+    def _clip_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Total grad norm (before clipping) and whether it was clipped; clip to the threshold; a
+        non-finite norm zeroes the step's gradients instead of poisoning the weights. No host sync."""
         grads = [p.grad for p in self.params if p.grad is not None]
         if not grads:
-            return torch.zeros((), device=self.device)
+            zero = torch.zeros((), device=self.device)
+            return zero, zero.bool()
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         limit = self.clip_threshold if self.clip else math.inf
         coef = torch.clamp(limit / (norm + 1e-6), max=1.0)
         coef = torch.where(torch.isfinite(norm), coef, torch.zeros_like(coef))
         torch._foreach_mul_(grads, coef)
-        return norm
+        return norm, norm > limit
 
     def _set_lr(self) -> float:
-        factor = schedule_factor(self.iteration, self.cfg.train) * self.lr_scale
+        factor = self.s.schedule.factor(self.iteration, self.total_iter) * self.lr_scale
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * factor
-        return self.base_lrs[0] * factor
+        self._lr = self.base_lrs[0] * factor
+        return self._lr
 
     def _enter_phase(self) -> None:
-        warmup = max(0, self.cfg.train.get("warmup_iter", -1))
-        phase = phase_of(self.iteration, self.total_iter, warmup)
+        phase = phase_of(self.iteration, self.total_iter, max(0, self.s.schedule.warmup_iter))
         if phase != self.phase:
             self._event("trainer", "phase", self.phase, phase, f"iteration {self.iteration} of {self.total_iter}")
             self.phase = phase
             for automation in self.automations:
                 automation.on_phase(phase, self.iteration, self)
+            self._journal_weights()
 
     # ---- start, validation, logging ------------------------------------------------------------
 
     def _start(self) -> None:
-        params = count_parameters(self.model)
         if self.iteration == 0:
-            self._event("trainer", "network_g", None, self.net_opts["type"], f"{params:,} trainable parameters")
-            self._event("trainer", "precision", None, self.precision.label, self.precision.note)
-            self._event("trainer", "data", None, self.source.kind, self.data_reason)
+            for note in self.notes:
+                self._event("trainer", note.key, None, note.value, note.reason)
             for key, note in self._unapplied_sections():
                 self._event("trainer", key, None, "not applied", note)
-            if self.compile_note:
-                self._event("trainer", "use_compile", *self.compile_note)
-            if self.pretrained_note:
-                self._event("trainer", "path.pretrain_network_g", None, "loaded", self.pretrained_note)
-            for key, note in self._overridden_hints():
-                self._event("trainer", key, None, "not used", note)
         self.progress.message(
-            f"{self.net_opts['type']} ×{self.cfg.scale} · {params:,} params · {self.precision.label} · "
-            f"batch {self.batch_size}×{self.accum} · patch {self.cfg.lq_size} · {self.device} · data: {self.source.kind}"
+            f"{self.s.network['type']} ×{self.s.scale} · {count_parameters(self.model):,} params · {self.precision.label} · "
+            f"batch {self.batch_size}×{self.accum} · patch {self.s.data.lq_size} · {self.device} · data: {self.source.kind}"
         )
         for key, note in self._unapplied_sections():
             self.progress.message(f"note: {key}: {note}")
-        run_info = {"total_iter": self.total_iter, "arch": self.net_opts["type"], "losses": [t.name for t in self.losses]}
-        for automation in self.automations:
-            automation.on_start(self, run_info)
+        if not self.s.val.enabled:
+            self.progress.message(f"note: validation is off: {self.s.val.off_reason}")
+        if self.automations:
+            run = self.run_info()
+            for automation in self.automations:
+                automation.on_start(run, self)
         if self.progress.tb_note and self.iteration == 0:
             self._event("trainer", "use_tb_logger", True, False, self.progress.tb_note)
-        if self.val_images and self.iteration == 0 and self.dist.is_main:
-            base = bicubic_baseline(self.val_images, self.metrics, self.cfg.scale)
+        if self.validator and self.iteration == 0:
+            base = self.validator.bicubic()
             self._write_metrics({"iter": 0, "kind": "baseline", "method": "bicubic", **base})
             self.progress.message("bicubic baseline: " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()))
         self.progress.start(self.iteration)
@@ -290,60 +445,60 @@ class Trainer:
         """The fork's automation sections are accepted and checked, but this version's runtime does
         not act on them yet: say so plainly instead of pretending."""
         out = []
-        train = self.cfg.train
-        if train.get("dynamic_loss_scheduling", {}).get("enabled"):
+        if self.s.dynamic_loss_scheduling.get("enabled"):
             out.append(("train.dynamic_loss_scheduling", "accepted and checked, not applied yet: loss weights stay as configured"))
-        autos = train.get("training_automations", {})
+        autos = self.s.training_automations
         if autos.get("enabled"):
             names = [k for k, v in autos.items() if isinstance(v, dict) and v.get("enabled", True)]
             out.append(("train.training_automations", f"accepted and checked, not applied yet ({', '.join(names) or 'none enabled'})"))
         return out
 
-    def _overridden_hints(self) -> list[tuple[str, str]]:
+    def _overridden_hints(self) -> list[Note]:
         """traiNNer keys that autosr's own pipeline decides: accepted, and said to be unused."""
-        ds, out = self.cfg.train_set, []
-        if ds.get("prefetch_mode"):
-            out.append(("datasets.train.prefetch_mode", f"autosr's data pipeline prefetches itself ({self.source.kind})"))
-        if ds.get("pin_memory") is False and self.device.type == "cuda":
-            out.append(("datasets.train.pin_memory", "autosr pins host memory on CUDA (faster copies)"))
-        if ds.get("persistent_workers") is False and self.source.kind == "loader":
-            out.append(("datasets.train.persistent_workers", "autosr's loader keeps its workers for the whole run"))
-        if ds.get("dataset_enlarge_ratio", 1) not in (1, "auto"):
-            out.append(("datasets.train.dataset_enlarge_ratio", "autosr samples crops endlessly: there are no epochs to enlarge"))
-        if self.cfg.section("logger").get("save_checkpoint_format") == "pth":
-            out.append(("logger.save_checkpoint_format", "models are written as safetensors (loads everywhere .pth does)"))
-        num_gpu = self.cfg.data.get("num_gpu")
+        d, out = self.s.data, []
+        if d.prefetch_mode:
+            out.append(Note("datasets.train.prefetch_mode", "not used", f"autosr's data pipeline prefetches itself ({self.source.kind})"))
+        if d.pin_memory is False and self.device.type == "cuda":
+            out.append(Note("datasets.train.pin_memory", "not used", "autosr pins host memory on CUDA (faster copies)"))
+        if d.persistent_workers is False and self.source.kind == "loader":
+            out.append(Note("datasets.train.persistent_workers", "not used", "autosr's loader keeps its workers for the whole run"))
+        if d.dataset_enlarge_ratio not in (1, "auto"):
+            out.append(Note("datasets.train.dataset_enlarge_ratio", "not used", "autosr samples crops endlessly: there are no epochs to enlarge"))
+        if self.s.save_checkpoint_format == "pth":
+            out.append(Note("logger.save_checkpoint_format", "not used", "models are written as safetensors (loads everywhere .pth does)"))
+        num_gpu = self.s.runtime.num_gpu
         if isinstance(num_gpu, int) and num_gpu != self.dist.world_size:
-            out.append(("num_gpu", f"{self.dist.world_size} process(es) run: start several GPUs with torchrun --nproc_per_node {num_gpu}"))
+            out.append(Note("num_gpu", "not used", f"{self.dist.world_size} process(es) run: start several GPUs with torchrun --nproc_per_node {num_gpu}"))
         return out
 
     def _validate(self) -> None:
-        if not self.dist.is_main or not self.val_images:
+        self.vals_done += 1
+        self.next_val = self.iteration + self.val_freq
+        if self.validator is None:
             return
         started = time.perf_counter()
-        self.ema.module.eval()
-        values = evaluate(self.ema.module, self.val_images, self.metrics, scale=self.cfg.scale, device=self.device,
-                          autocast=self.autocast, channels_last=self.channels_last,
-                          tile=self.cfg.section("val").get("tile_size", 256),
-                          save_dir=self.run_dir / "visualization" if (self.save_img and self.run_dir) else None,
-                          iteration=self.iteration)
-        improved = []
-        for name, value in values.items():
-            higher = self.metrics[name].get("better", "higher" if "psnr" in name or "ssim" in name else "lower") == "higher"
-            old = self.best.get(name)
-            if old is None or (value > old[0] if higher else value < old[0]):
-                self.best[name] = (value, self.iteration)
-                improved.append(name)
-        self._write_metrics({"iter": self.iteration, "kind": "val", **values})
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
+        result = self.validator.run(model, self.iteration)
+        model.train(was_training)
+        if self.validator.tile_note:
+            self._event("trainer", "val.tile_size", 0, self.validator.tile, self.validator.tile_note)
+            self.validator.tile_note = ""
+        self._write_metrics({"iter": self.iteration, "kind": "val", **result.values})
         self.progress.message(
-            f"val @ {self.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items())
-            + (f" (best {', '.join(improved)})" if improved else "")
+            f"val @ {self.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.values.items())
+            + (f" (best {', '.join(result.improved)})" if result.improved else "")
         )
-        first = next(iter(values))
-        if first in improved and self.run_dir is not None:
+        if self.validator.primary in result.improved:
             self.save(best=True)
-        self.progress.paused += time.perf_counter() - started
-        stats = ValStats(self.iteration, values, dict(self.best))
+        if self.budget is not None and self.iteration < self.total_iter:
+            self.save()  # with a time budget, checkpoints go with the validations
+        spent = time.perf_counter() - started
+        self.val_seconds = spent if self.val_seconds is None else 0.5 * (self.val_seconds + spent)
+        self.progress.paused += spent
+        stats = ValStats(self.iteration, result.values, result.best, result.higher_is_better, result.improved,
+                         self.validator.primary)
         for automation in self.automations:
             automation.after_validation(stats, self)
 
@@ -355,7 +510,9 @@ class Trainer:
             "loss": float(stats.total),
             **{f"loss_{k}": float(v) for k, v in stats.losses.items()},
             "grad_norm": float(stats.grad_norm),
-            "lr": lr, "batch_size": self.batch_size,
+            "lr": lr, "lr_scale": self.lr_scale, "batch_size": self.batch_size,
+            **({"grad_clip_threshold": self.clip_threshold} if self.clip else {}),
+            **{f"dynamic_weight_{t.name}": float(w) for t, w in zip(self.losses, self.loss_weights.tolist(), strict=True)},
             **self.progress.rates(self.iteration, self.batch_size * self.accum * self.dist.world_size),
         }
         if stats.peak_memory_bytes is not None:
@@ -364,12 +521,12 @@ class Trainer:
             self._event("trainer", "loss", None, record["loss"], "non-finite loss: the step's gradients were zeroed")
         self._write_metrics(record)
         self.progress.log(record)
+        self._journal_weights()
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
-        if self.run_dir is None or not self.dist.is_main:
+        if not self.dist.is_main:
             return
-        with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.metrics_log.append(record)
         self.progress.scalars(record)
 
     def _event(self, source: str, key: str, old: Any, new: Any, reason: str) -> None:
@@ -378,12 +535,25 @@ class Trainer:
 
     # ---- Controls (what automations may change) -------------------------------------------------
 
-    def set_loss_weight(self, name: str, weight: float, reason: str) -> None:
-        term = next((t for t in self.losses if t.name == name), None)
-        if term is None:
-            raise KeyError(f"no loss named {name!r}")
-        self._event("automation", f"loss_weight.{name}", term.weight, weight, reason)
-        term.weight = float(weight)
+    def set_loss_weights(self, weights: torch.Tensor, reason: str) -> None:
+        if weights.shape != self.loss_weights.shape:
+            raise ValueError(f"expected {len(self.losses)} loss weights, got shape {tuple(weights.shape)}")
+        self.loss_weights.copy_(weights)  # in place, on the device: no sync
+        self._weights_reason = reason
+
+    def note(self, key: str, old: Any, new: Any, reason: str) -> None:
+        self._event("automation", key, old, new, reason)
+
+    def _journal_weights(self) -> None:
+        """Loss weights change every step under DLS: journaled at phase changes and log points."""
+        if not self._weights_reason:
+            return
+        new = [round(w, 6) for w in self.loss_weights.tolist()]
+        old = self._journaled_weights
+        for term, before, after in zip(self.losses, old, new, strict=True):
+            if before != after:
+                self._event("automation", f"loss_weight.{term.name}", before, after, self._weights_reason)
+        self._journaled_weights, self._weights_reason = new, ""
 
     def scale_lr(self, factor: float, reason: str) -> None:
         new = min(LR_FACTOR_BOUNDS[1], max(LR_FACTOR_BOUNDS[0], self.lr_scale * factor))
@@ -406,25 +576,33 @@ class Trainer:
         self.stop_reason = reason
 
     def _apply_batch_size(self, new: int, reason: str) -> None:
-        self._event("trainer", "batch_size", self.batch_size, new, reason)
+        old = self.batch_size
+        self._event("trainer", "batch_size", old, new, reason)
         self.batch_size = new
         self.source.set_batch_size(new)
+        for automation in self.automations:
+            automation.on_batch_size(old, new, reason, self)
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         return {
             "iteration": self.iteration,
+            "seed": self.seed,
             "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "lr_scale": self.lr_scale,
             "clip": [self.clip, self.clip_threshold],
-            "loss_weights": {t.name: t.weight for t in self.losses},
+            "loss_weights": self.loss_weights.cpu(),
+            "phase": self.phase,
             "val_freq": self.val_freq,
+            "total_iter": self.total_iter,
+            "vals_done": self.vals_done,
+            "budget": self.budget.state_dict() if self.budget is not None else None,
             "batch_size": self.batch_size,
-            "best": {k: list(v) for k, v in self.best.items()},
+            "best": self.validator.state_dict() if self.validator else {},
             "data": self.source.state_dict(),
             "automations": {a.name: a.state_dict() for a in self.automations},
             "rng": ckpt.rng_state(),
@@ -434,18 +612,30 @@ class Trainer:
     def load_state(self, state: dict[str, Any]) -> None:
         self.iteration = state["iteration"]
         self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:  # EMA switched on for a run that trained without: start it from the weights
+                self.ema.module.load_state_dict(self.model.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.lr_scale = state["lr_scale"]
         self.clip, self.clip_threshold = state["clip"]
-        for term in self.losses:
-            term.weight = state["loss_weights"].get(term.name, term.weight)
-        self.val_freq = state["val_freq"]
+        self.loss_weights.copy_(state["loss_weights"].to(self.loss_weights))
+        self._journaled_weights = [round(w, 6) for w in self.loss_weights.tolist()]
+        self.phase = state["phase"]  # a resumed run does not re-enter the phase it is in
+        self.resumed = True
+        self.val_freq = state["val_freq"] if self.validator else 0
+        self.next_val = (self.iteration // self.val_freq + 1) * self.val_freq if self.val_freq else 0
+        self.vals_done = state.get("vals_done", self.iteration // self.val_freq if self.val_freq else 0)
+        if self.budget is not None and state.get("budget"):
+            self.budget.load_state_dict(state["budget"])
+            self.total_iter = state.get("total_iter", self.total_iter)
         if state["batch_size"] != self.batch_size:
             self.batch_size = state["batch_size"]
             self.source.set_batch_size(self.batch_size)
-        self.best = {k: (v[0], v[1]) for k, v in state["best"].items()}
+        if self.validator:
+            self.validator.load_state_dict(state["best"])
         self.source.load_state_dict(state["data"])
         for automation in self.automations:
             automation.load_state_dict(state["automations"].get(automation.name, {}))
@@ -457,40 +647,26 @@ class Trainer:
         store = ckpt.CheckpointStore(self.run_dir)
         if best:
             store.mark_best(self.iteration, metrics={k: v[0] for k, v in self.best.items()},
-                            weights=self.ema.module.state_dict())
+                            weights=self.eval_model.state_dict())
             return
-        store.save(self.iteration, self.state(), net_g=self.model.state_dict(), net_g_ema=self.ema.module.state_dict())
-
-    def _maybe_compile(self, model: torch.nn.Module) -> torch.nn.Module:
-        if not self.cfg.data.get("use_compile"):
-            return model
-        if self.device.type != "cuda":
-            self.compile_note = (True, False, "torch.compile skipped on the CPU: slow to build, rarely faster")
-            return model
-        mode = self.cfg.data.get("compile_mode", "default")
-        self.compile_note = (None, mode, "model and losses compiled on the first step (its time shows in the first log line)")
-        # The SSIM window comes from an lru_cache'd builder; tracing through it is safe (pure).
-        warnings.filterwarnings("ignore", message=".*functools.lru_cache.*", category=UserWarning)
-        for term in self.losses:
-            # The loss maths (SSIM's many fp32 elementwise passes) fuses well; weights stay outside
-            # the compiled function so that changing them never recompiles.
-            term.fn = torch.compile(term.fn)
-        return torch.compile(model, mode=mode)
+        ema = self.ema.module.state_dict() if self.ema is not None else None
+        store.save(self.iteration, self.state(), net_g=self.model.state_dict(), net_g_ema=ema)
 
 
-def _check_dataroots(cfg: RunConfig) -> None:
+def _check_dataroots(s: Settings) -> None:
     """A moved or mistyped folder is named as such, before any meta_info line is read."""
-    for set_name, ds in cfg.data.get("datasets", {}).items():
-        for key in ("dataroot_gt", "dataroot_lq"):
-            roots = ds.get(key) if isinstance(ds.get(key), list) else [ds.get(key)]
+    sets = [("train", s.data.dataroot_gt, s.data.dataroot_lq, s.data.meta_info)]
+    sets += [(v.name, v.dataroot_gt, v.dataroot_lq, v.meta_info) for v in s.val.sets]
+    for set_name, gts, lqs, metas in sets:
+        for key, roots in (("dataroot_gt", gts), ("dataroot_lq", lqs)):
             for root in roots:
-                if root and not Path(root).is_dir():
-                    raise AutosrError(f"{cfg.source}: datasets.{set_name}.{key}: {root} is not a folder",
+                if not Path(root).is_dir():
+                    raise AutosrError(f"{s.source}: datasets.{set_name}.{key}: {root} is not a folder",
                                       "fix the path (moved the data? re-run autosr init)")
-        meta = ds.get("meta_info")
-        if meta and not Path(meta).is_file():
-            raise AutosrError(f"{cfg.source}: datasets.{set_name}.meta_info: {meta} does not exist",
-                              "re-run autosr init to write the pair lists, or remove the key")
+        for meta in metas or ():
+            if not Path(meta).is_file():
+                raise AutosrError(f"{s.source}: datasets.{set_name}.meta_info: {meta} does not exist",
+                                  "re-run autosr init to write the pair lists, or remove the key")
 
 
 class _null:

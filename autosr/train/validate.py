@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ def evaluate(
     device: torch.device,
     autocast: Callable[[], Any],
     channels_last: bool,
-    tile: int = 256,
+    tile: int = 0,
     save_dir: Path | None = None,
     iteration: int = 0,
 ) -> dict[str, float]:
@@ -35,7 +36,7 @@ def evaluate(
         if channels_last:
             lq = lq.contiguous(memory_format=torch.channels_last)
         with autocast():
-            sr = tiled_forward(model, lq, scale, tile=tile)
+            sr = tiled_forward(model, lq, scale, tile=tile) if tile > 0 else model(lq)
         sr = sr.float().clamp_(0, 1)[0].cpu()
         gt = gt_u8.float().div_(255)
         for name, spec in metrics.items():
@@ -64,3 +65,67 @@ def bicubic_baseline(images: Sequence[ValImage], metrics: Mapping[str, Mapping[s
         for name, spec in metrics.items():
             sums[name] += calculate_metric(spec, up, gt, where=f"val.metrics.{name}")
     return {name: total / max(1, len(images)) for name, total in sums.items()}
+
+
+@dataclass(frozen=True)
+class ValResult:
+    iteration: int
+    values: dict[str, float]
+    improved: tuple[str, ...]  # metrics that reached a new best here
+    best: dict[str, tuple[float, int]]  # metric → (value, iteration)
+    higher_is_better: dict[str, bool]
+
+
+class Validator:
+    """Validation in one place: evaluate the model, decide better/worse per metric, track the best."""
+
+    def __init__(self, images: Sequence[ValImage], metrics: Mapping[str, Mapping[str, Any]], *, scale: int,
+                 tile: int, device: torch.device, autocast: Callable[[], Any], channels_last: bool,
+                 save_dir: Path | None = None) -> None:
+        self.images, self.metrics, self.scale, self.tile = list(images), dict(metrics), scale, tile
+        self.device, self.autocast, self.channels_last, self.save_dir = device, autocast, channels_last, save_dir
+        self.best: dict[str, tuple[float, int]] = {}
+        self.tile_note = ""  # set when an out-of-memory switched to tiles (journaled by the trainer)
+        self.higher = {name: spec.get("better", "lower" if name.lower() in _LOWER_IS_BETTER else "higher") == "higher"
+                       for name, spec in self.metrics.items()}
+
+    @property
+    def primary(self) -> str:
+        """The metric that picks the best model: the first one configured."""
+        return next(iter(self.metrics))
+
+    def run(self, model: Callable[[torch.Tensor], torch.Tensor], iteration: int) -> ValResult:
+        try:
+            values = self._evaluate(model, iteration)
+        except torch.cuda.OutOfMemoryError:
+            if self.tile == 0:  # whole images do not fit beside training: tiles do
+                torch.cuda.empty_cache()
+                self.tile, self.tile_note = OOM_TILE, f"whole validation images ran out of memory: tiles of {OOM_TILE} px"
+                values = self._evaluate(model, iteration)
+            else:
+                raise
+        improved = []
+        for name, value in values.items():
+            old = self.best.get(name)
+            if old is None or (value > old[0] if self.higher[name] else value < old[0]):
+                self.best[name] = (value, iteration)
+                improved.append(name)
+        return ValResult(iteration, values, tuple(improved), dict(self.best), dict(self.higher))
+
+    def _evaluate(self, model: Callable[[torch.Tensor], torch.Tensor], iteration: int) -> dict[str, float]:
+        return evaluate(model, self.images, self.metrics, scale=self.scale, device=self.device,
+                        autocast=self.autocast, channels_last=self.channels_last, tile=self.tile,
+                        save_dir=self.save_dir, iteration=iteration)
+
+    def bicubic(self) -> dict[str, float]:
+        return bicubic_baseline(self.images, self.metrics, self.scale)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: list(v) for k, v in self.best.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best = {k: (float(v[0]), int(v[1])) for k, v in state.items()}
+
+
+OOM_TILE = 256
+_LOWER_IS_BETTER = frozenset({"niqe", "lpips", "dists"})

@@ -1,0 +1,104 @@
+"""A wall-clock budget for a run: the schedule is driven by the time spent, so the run ends on time.
+
+The budget counts the whole `autosr train` command: start-up (caching the data, compiling),
+training steps, validations, checkpoints, and the final validation and save. Every step the
+trainer asks for the total number of iterations that ends on time at the current speed
+(`fit_total`); the learning-rate schedule, phases and validation points follow that estimate,
+as budget-based schedulers do. A slower GPU, a batch back-off or a slow validation therefore
+shorten the run instead of making it late.
+
+Pure host-side arithmetic with an injectable clock (tests drive it with a fake one).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from autosr.errors import AutosrError
+
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|min|m|sec|s)")
+RATE_WINDOW = 0.05  # the speed is measured over the last 5% of the budget (at least 10 s)
+
+
+def parse_duration(text: str) -> float:
+    """'20m', '2h', '1h30m', '90s', '45' (minutes) → seconds; AutosrError for anything else."""
+    raw = text.strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", raw):
+        seconds = float(raw) * 60
+    else:
+        parts = _PART.findall(raw)
+        if not parts or "".join(f"{n}{u}" for n, u in parts) != raw:
+            raise AutosrError(f"--time {text}: not a duration", "write it like 20m, 2h, 1h30m or 90s")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds < 10:
+        raise AutosrError(f"--time {text}: {seconds:g} s is too short to train anything", "give at least 10s")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """3725 → '1 h 2 min'; 95 → '1 min 35 s'."""
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h} h {m} min"
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+class TimeBudget:
+    """How much of `seconds` is spent, how fast steps go, and how many iterations still fit.
+
+    Speed is measured on training steps only (validations and saves are paused time, reported by
+    the caller); the time the remaining validations and the final save will take is the caller's
+    estimate (`upcoming`), so a run with slow validations trains fewer steps instead of ending late.
+    """
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic, spent: float = 0.0) -> None:
+        self.seconds = float(seconds)
+        self.clock = clock
+        self._start = clock() - spent
+        self._marks: deque[tuple[float, int]] = deque()  # (step time so far, iteration)
+
+    @property
+    def elapsed(self) -> float:
+        return self.clock() - self._start
+
+    def mark(self, iteration: int, paused: float) -> None:
+        """`iteration` steps are done now, and `paused` seconds of the run so far were not steps."""
+        step_time = self.elapsed - paused
+        self._marks.append((step_time, iteration))
+        window = max(10.0, RATE_WINDOW * self.seconds)
+        while len(self._marks) > 2 and self._marks[1][0] < step_time - window:
+            self._marks.popleft()
+
+    def rate(self) -> float | None:
+        """Training iterations per second over the recent window, or None until measured."""
+        if len(self._marks) < 2:
+            return None
+        (t0, i0), (t1, i1) = self._marks[0], self._marks[-1]
+        return (i1 - i0) / (t1 - t0) if t1 > t0 and i1 > i0 else None
+
+    def fit_total(self, iteration: int, fallback: int, upcoming: float = 0.0) -> int:
+        """The total iterations that end on time at the measured speed, keeping `upcoming`
+        seconds for the validations and saves still to come; `fallback` before a speed is known;
+        `iteration` when the time is up."""
+        remaining = self.seconds - self.elapsed - upcoming
+        if remaining <= 0:
+            return iteration
+        rate = self.rate()
+        if rate is None:
+            return max(iteration + 1, fallback)
+        return iteration + max(1, int(remaining * rate))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "spent": self.elapsed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the time already spent counts against the budget."""
+        self._start = self.clock() - float(state["spent"])
+        self._marks.clear()
