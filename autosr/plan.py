@@ -350,7 +350,9 @@ def make_plan(
                     f"{hw.tier} tier start value (the fork's place for the clip threshold); re-measured while training")
 
     put("val.val_enabled", True, f"{val.count} validation pair(s)")
-    val_freq = decide("val.val_freq", Decision(_round_to(total_iter / 25, step), f"~25 validations over {total_iter} iterations"))
+    n_vals = 25 if not timing.budget_s else min(25, max(5, int(timing.budget_s / 30)))  # a short budget keeps its time for training
+    val_freq = decide("val.val_freq", Decision(max(1, _round_to(total_iter / n_vals, step) if total_iter >= n_vals * step else total_iter // n_vals),
+                                               f"~{n_vals} validations over {total_iter} iterations"))
     put("val.save_img", False, "metrics only; saving images slows validation")
     put("val.metrics_enabled", True, "PSNR and SSIM track progress")
     for metric in ("psnr", "ssim"):

@@ -136,12 +136,9 @@ def main() -> None:
         tree["train"]["losses"].append({"type": "ssimloss", "loss_weight": 0.05})
     cfg = validate(tree, "benchmark config")
     if args.force_loader:
-        import autosr.train.setup as setup
-
-        setup.cache_budget_bytes = lambda device: (0, None, "forced to stream (--force-loader)")
         import autosr.train.trainer as trainer_module
 
-        trainer_module.cache_budget_bytes = setup.cache_budget_bytes
+        trainer_module.cache_budget_bytes = lambda device: (0, None, "forced to stream (--force-loader)")
     trainer = Trainer(cfg, None, DistInfo(), Journal(None), quiet=True)
 
     compile_started = time.perf_counter()
@@ -169,10 +166,10 @@ def main() -> None:
         "lq": args.lq,
         "batch": trainer.batch_size,
         "precision": trainer.precision.label,
-        "channels_last": trainer.channels_last,
+        "channels_last": trainer.s.runtime.channels_last,
         "compile": args.compile, "losses": [t.name for t in trainer.losses],
         "data": trainer.source.kind,
-        "data_reason": trainer.data_reason,
+        "data_reason": trainer.source.reason,
         "warmup_seconds": round(warm_seconds, 2),
         "end_to_end_samples_s": round(args.steps * trainer.batch_size / full, 1),
         "ceiling_samples_s": round(args.steps * trainer.batch_size / ceiling, 1),

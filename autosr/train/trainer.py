@@ -179,6 +179,7 @@ class Trainer:
         self.planned_vals = max(1, s.total_iter // self.val_freq) if self.val_freq else 0
         self.vals_done = 0
         self.val_seconds: float | None = None  # measured cost of one validation + checkpoint
+        self._baseline_s = 0.0  # the bicubic baseline's time: a first guess at a validation's
         self._refit_note_at = 0.0
         self.stop_reason: str | None = None
         self.interrupted = False
@@ -302,7 +303,7 @@ class Trainer:
         if self.iteration > self._fit_start + 2:  # the first steps include compile and warm-up
             budget.mark(self.iteration, self.progress.paused + self._startup_seconds)
         vals_left = max(0, self.planned_vals - self.vals_done) if self.val_freq else 0
-        per_val = self.val_seconds if self.val_seconds is not None else 0.005 * budget.seconds
+        per_val = self.val_seconds if self.val_seconds is not None else max(0.01 * budget.seconds, 3 * self._baseline_s)
         upcoming = vals_left * per_val + (0.0 if self.val_freq else 0.01 * budget.seconds)
         old = self.total_iter
         self.total_iter = budget.fit_total(self.iteration, fallback=old, upcoming=upcoming)
@@ -436,7 +437,9 @@ class Trainer:
         if self.progress.tb_note and self.iteration == 0:
             self._event("trainer", "use_tb_logger", True, False, self.progress.tb_note)
         if self.validator and self.iteration == 0:
+            started = time.perf_counter()
             base = self.validator.bicubic()
+            self._baseline_s = time.perf_counter() - started
             self._write_metrics({"iter": 0, "kind": "baseline", "method": "bicubic", **base})
             self.progress.message("bicubic baseline: " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()))
         self.progress.start(self.iteration)
