@@ -142,11 +142,12 @@ def train(
     time: Annotated[str | None, typer.Option("--time", help="Wall-clock budget for the whole run (20m, 2h, 1h30m): the length is fitted to this machine's measured speed. Default: the budget `init --time` planned, if any.")] = None,
 ) -> None:
     """Train the model the YAML describes, leaving a run folder with checkpoints, metrics and the decision journal."""
-    from autosr.train.budget import parse_duration
+    from autosr.train.budget import parse_duration, since_process_start
     from autosr.train.run import train_from_file
 
     seconds = parse_duration(time) if time is not None else None
-    code = train_from_file(config, out_dir=out, resume=resume, overrides=sets or [], dry_run=dry_run, time_budget=seconds)
+    code = train_from_file(config, out_dir=out, resume=resume, overrides=sets or [], dry_run=dry_run,
+                           time_budget=seconds, spent=since_process_start())
     if code:
         raise typer.Exit(code)
 

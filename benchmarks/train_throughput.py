@@ -52,6 +52,7 @@ def make_config(
         "use_channels_last": channels_last,
         "fast_matmul": True,
         "use_compile": compile_,
+        "compile_mode": "default",  # what autosr init writes (traiNNer's own default autotunes for minutes)
         "network_g": {"type": arch, "scale": scale},
         "datasets": {
             "train": {

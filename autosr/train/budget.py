@@ -23,6 +23,17 @@ from autosr.errors import AutosrError
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|min|m|sec|s)")
 RATE_WINDOW = 0.05  # the speed is measured over the last 5% of the budget (at least 10 s)
+EXIT_RESERVE = 2.0  # seconds for closing files, the CUDA context and the interpreter after the last save
+
+
+def since_process_start() -> float:
+    """Seconds this process has run (imports included): the budget counts the whole command."""
+    try:
+        import psutil
+
+        return max(0.0, time.time() - psutil.Process().create_time())
+    except (ImportError, OSError):
+        return 0.0
 
 
 def parse_duration(text: str) -> float:
@@ -87,7 +98,7 @@ class TimeBudget:
         """The total iterations that end on time at the measured speed, keeping `upcoming`
         seconds for the validations and saves still to come; `fallback` before a speed is known;
         `iteration` when the time is up."""
-        remaining = self.seconds - self.elapsed - upcoming
+        remaining = self.seconds - self.elapsed - upcoming - EXIT_RESERVE
         if remaining <= 0:
             return iteration
         rate = self.rate()

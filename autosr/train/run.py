@@ -30,10 +30,11 @@ err = Console(stderr=True, highlight=False)
 
 def train_from_file(
     config_path: Path, *, out_dir: Path, resume: bool | None, overrides: list[str], dry_run: bool, quiet: bool = False,
-    time_budget: float | None = None,
+    time_budget: float | None = None, spent: float = 0.0,
 ) -> int:
-    """`time_budget`: seconds for the whole command (None: the plan's budget, if init set one)."""
-    budget = _budget(config_path, time_budget)  # started first: the budget counts the start-up too
+    """`time_budget`: seconds for the whole command (None: the plan's budget, if init set one);
+    `spent`: seconds of it already used before this call (the CLI passes its process's age)."""
+    budget = _budget(config_path, time_budget, spent)  # started first: the budget counts the start-up too
     cfg = load_config(config_path, overrides)
     dist = init_distributed()
     from autosr.train.trainer import Trainer  # torch-heavy: imported once the config is known good
@@ -110,11 +111,11 @@ def _journal_plan(journal: Journal, config_path: Path, cfg: RunConfig, folder: R
         journal.record(0, "plan", key, None, value, reason)
 
 
-def _budget(config_path: Path, seconds: float | None) -> TimeBudget | None:
+def _budget(config_path: Path, seconds: float | None, spent: float) -> TimeBudget | None:
     """--time, else the budget `autosr init --time` wrote into the plan beside the YAML."""
     if seconds is None:
         seconds = read_plan(plan_path_for(config_path)).get("time_budget_s")
-    return TimeBudget(seconds) if seconds else None
+    return TimeBudget(seconds, spent=spent) if seconds else None
 
 
 def _leave_process_group(dist: Any) -> None:
