@@ -96,7 +96,7 @@ def test_measured_variants_plan_many_quick_steps(profile):
     for gpu in (GPU_24GB, GPU_80GB):
         plan = make_plan(fake_profile(gpu), profile, arch="paragonsr2_s", val=val_for(profile))
         assert plan.get("datasets.train.batch_size_per_gpu") == 64 and plan.get("datasets.train.accum_iter") == 1
-        assert plan.get("train.optim_g.lr") == 1e-3 and plan.get("train.warmup_iter") == 100
+        assert plan.get("train.optim_g.lr") == 2e-3 and plan.get("train.warmup_iter") == 100
         assert "GiB" in plan.values["datasets.train.batch_size_per_gpu"].reason  # what memory would allow
 
 
@@ -122,7 +122,7 @@ def test_larger_batch_scales_lr_within_bounds(profile):
     assert large.get("train.optim_g.lr") <= 2 * 3e-5 + 1e-12
     # measured variants: 1e-3 at batch 64, √-scaled down (at most ×0.5) for a smaller batch
     cpu_nano = make_plan(fake_profile(()), profile, arch="paragonsr2_nano", val=val_for(profile))
-    assert cpu_nano.get("datasets.train.batch_size_per_gpu") == 8 and cpu_nano.get("train.optim_g.lr") == 5e-4
+    assert cpu_nano.get("datasets.train.batch_size_per_gpu") == 8 and cpu_nano.get("train.optim_g.lr") == 1e-3
 
 
 def test_arch_is_picked_from_the_hardware(profile):
@@ -235,7 +235,7 @@ def test_set_values_feed_the_values_derived_from_them(profile):
     assert plan.get("train.scheduler.milestones") == [450, 520]
     assert plan.get("val.val_freq") == 20 and plan.get("train.warmup_iter") == 60
     assert plan.get("datasets.train.accum_iter") == 1  # nano: more quick steps beat accumulation (measured)
-    assert plan.get("train.optim_g.lr") == 5e-4  # 1e-3 at batch 64, √(4/64) bounded at ×0.5
+    assert plan.get("train.optim_g.lr") == 1e-3  # 2e-3 at batch 64, √(4/64) bounded at ×0.5
 
 
 def test_config_doc_is_in_sync_with_the_schema():
