@@ -88,8 +88,10 @@ def timed_steps(trainer: Trainer, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         trainer._set_lr()
-        trainer._step()
+        stats = trainer._step()
         trainer.iteration += 1
+        for automation in trainer.automations:  # the runtime scheduler, as fit() runs it
+            automation.after_step(stats, trainer)
     sync()
     return time.perf_counter() - start
 
@@ -114,6 +116,8 @@ def main() -> None:
         "--force-loader", action="store_true", help="stream from disk with workers instead of the cache"
     )
     parser.add_argument("--ssim", action="store_true", help="L1 + 0.05 SSIM, as the presets train (default: L1)")
+    parser.add_argument("--schedule", action="store_true",
+                        help="the runtime scheduler on (DLS + every automation, as init plans them)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -135,6 +139,11 @@ def main() -> None:
     )
     if args.ssim:
         tree["train"]["losses"].append({"type": "ssimloss", "loss_weight": 0.05})
+    if args.schedule:
+        from autosr.schedule import AUTOMATION_NAMES
+
+        tree["train"]["dynamic_loss_scheduling"] = {"enabled": True, "auto_calibrate": True}
+        tree["train"]["training_automations"] = {"enabled": True, **{n: {"enabled": True} for n in AUTOMATION_NAMES}}
     cfg = validate(tree, "benchmark config")
     if args.force_loader:
         import autosr.train.trainer as trainer_module
@@ -142,6 +151,8 @@ def main() -> None:
         trainer_module.cache_budget_bytes = lambda device: (0, None, "forced to stream (--force-loader)")
     trainer = Trainer(cfg, None, DistInfo(), Journal(None), quiet=True)
 
+    for automation in trainer.automations:
+        automation.on_start(trainer.run_info(), trainer)
     compile_started = time.perf_counter()
     timed_steps(trainer, args.warmup)  # includes torch.compile's first-step build
     warm_seconds = time.perf_counter() - compile_started
@@ -169,6 +180,7 @@ def main() -> None:
         "precision": trainer.precision.label,
         "channels_last": trainer.s.runtime.channels_last,
         "compile": args.compile, "losses": [t.name for t in trainer.losses],
+        "schedule": [a.name for a in trainer.automations],
         "data": trainer.source.kind,
         "data_reason": trainer.source.reason,
         "warmup_seconds": round(warm_seconds, 2),

@@ -63,8 +63,10 @@ def test_short_run_learns_and_beats_bicubic(tmp_path, pair_set):
     events = read_journal(run / "events.jsonl")
     keys = {e["key"] for e in events}
     assert {"datasets.train.batch_size_per_gpu", "precision", "data", "phase"} <= keys
-    # The automation sections are accepted and the run says plainly they do not act yet.
-    assert any(e["key"] == "train.dynamic_loss_scheduling" and e["new"] == "not applied" for e in events)
+    # The scheduler the plan enabled acts: its calibration is journaled and DLS moved the weights.
+    assert any(e["key"].startswith("dynamic_loss_scheduling.") and e["source"] == "automation" for e in events)
+    assert any(e["key"] == "loss_weight.ssim" for e in events)
+    assert not any(e.get("new") == "not applied" for e in events)
 
 
 def test_same_seed_same_first_losses(tmp_path, pair_set):

@@ -144,7 +144,7 @@ class Trainer:
         self.budget = budget
         self.folder = RunFolder(run_dir) if run_dir is not None else None
         self.s = s = build_settings(cfg)
-        self.automations = automations or []
+        self.automations: list[Automation] = list(automations or [])
         # 1. torch: device, seed, math modes, precision
         torch_setup = setup_torch(s.runtime, dist)
         self.device, self.precision, self.seed = torch_setup.device, torch_setup.precision, torch_setup.seed
@@ -190,6 +190,10 @@ class Trainer:
         tb_dir = self.folder.tb if (self.folder and s.use_tb_logger) else None
         self.progress = Progress(self.total_iter, enabled=dist.is_main and not quiet, tb_dir=tb_dir)
         self.metrics_log = JsonlWriter(self.folder.metrics if (self.folder and dist.is_main) else None)
+        # 4. the runtime scheduler: the config's DLS and automations (tests may pass their own)
+        self.schedule_notes: list[str] = []
+        if automations is None:
+            self.automations, self.schedule_notes = self._build_schedule()
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -217,8 +221,21 @@ class Trainer:
             complexity=self._complexity(), world_size=self.dist.world_size, batch_size=self.batch_size,
             accum_iter=self.accum, lq_size=self.s.data.lq_size, val_freq=self.val_freq,
             val_metric=self.validator.primary if self.validator else None, print_freq=self.print_freq,
-            resumed=self.resumed, start_iter=self.iteration, time_budget_s=None,
+            resumed=self.resumed, start_iter=self.iteration,
+            time_budget_s=self.budget.seconds if self.budget is not None else None,
         )
+
+    def _build_schedule(self) -> tuple[list[Automation], list[str]]:
+        from autosr.schedule import build_automations
+
+        dls, autos = self.s.dynamic_loss_scheduling or None, self.s.training_automations or None
+        if dls is None and autos is None:
+            return [], []
+        built, notes = build_automations(dls, autos, self.run_info())
+        names = {a.name for a in built}
+        if len(names) != len(built):
+            raise AutosrError("two automations share a state key", "each automation needs its own name")
+        return built, notes
 
     def _complexity(self) -> float:
         """Dataset complexity of one training batch (runtime-scheduler.md's formula), 0..1."""
@@ -290,7 +307,7 @@ class Trainer:
             ("batch", f"{self.batch_size} × accum {self.accum}, patch {self.s.data.lq_size}, device {self.device}"),
         ]
         lines += [("note", f"{n.key}: {n.reason}") for n in self.notes if n.key not in ("network_g", "precision")]
-        lines += [("note", f"{key}: {note}") for key, note in self._unapplied_sections()]
+        lines += [("schedule", f"{a.name}") for a in self.automations]
         if self.validator:
             lines.append(("val", f"{len(self.validator.images)} validation images every {self.val_freq} iterations"))
         return lines
@@ -306,7 +323,16 @@ class Trainer:
         per_val = self.val_seconds if self.val_seconds is not None else max(0.01 * budget.seconds, 3 * self._baseline_s)
         upcoming = vals_left * per_val + (0.0 if self.val_freq else 0.01 * budget.seconds)
         old = self.total_iter
-        self.total_iter = budget.fit_total(self.iteration, fallback=old, upcoming=upcoming)
+        fitted = budget.fit_total(self.iteration, fallback=old, upcoming=upcoming)
+        if self.dist.world_size > 1:  # ranks must agree on the length: rank 0's, at log boundaries
+            if self.iteration % self.print_freq:
+                return
+            import torch.distributed as dist
+
+            agreed = torch.tensor([fitted if self.dist.is_main else 0], dtype=torch.int64, device=self.device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+            fitted = int(agreed.item())
+        self.total_iter = fitted
         self.progress.total = self.total_iter
         if self.val_freq:
             # validation points at k/N of the (re-fitted) run
@@ -377,12 +403,24 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        if self.dist.world_size > 1:
+            total_sum, parts_sum = self._average_over_ranks(total_sum, parts_sum)
         return StepStats(
             iteration=self.iteration + 1, losses=parts_sum, total=total_sum, grad_norm=grad_norm, clipped=clipped,
             weights=self.loss_weights, batch_size=self.batch_size, step_seconds=time.perf_counter() - started,
             peak_memory_bytes=peak, phase=self.phase or "", lr=self._lr, lr_scale=self.lr_scale,
             clip_threshold=self.clip_threshold if self.clip else None,
         )
+
+    def _average_over_ranks(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The step's losses averaged over the ranks (one all-reduce, no host sync), so that every
+        step-driven decision is the same on every rank. (The grad norm is already global.)"""
+        import torch.distributed as dist
+
+        flat = torch.stack([total, *parts.values()])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat = flat / self.dist.world_size
+        return flat[0], dict(zip(parts, flat[1:], strict=True))
 
     def _clip_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Total grad norm (before clipping) and whether it was clipped; clip to the threshold; a
@@ -420,14 +458,14 @@ class Trainer:
         if self.iteration == 0:
             for note in self.notes:
                 self._event("trainer", note.key, None, note.value, note.reason)
-            for key, note in self._unapplied_sections():
-                self._event("trainer", key, None, "not applied", note)
+            for note in self.schedule_notes:
+                self._event("schedule", note.split(":", 1)[0], None, None, note)
         self.progress.message(
             f"{self.s.network['type']} ×{self.s.scale} · {count_parameters(self.model):,} params · {self.precision.label} · "
             f"batch {self.batch_size}×{self.accum} · patch {self.s.data.lq_size} · {self.device} · data: {self.source.kind}"
         )
-        for key, note in self._unapplied_sections():
-            self.progress.message(f"note: {key}: {note}")
+        if self.automations:
+            self.progress.message("scheduler: " + ", ".join(a.name for a in self.automations))
         if not self.s.val.enabled:
             self.progress.message(f"note: validation is off: {self.s.val.off_reason}")
         if self.automations:
@@ -443,18 +481,6 @@ class Trainer:
             self._write_metrics({"iter": 0, "kind": "baseline", "method": "bicubic", **base})
             self.progress.message("bicubic baseline: " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()))
         self.progress.start(self.iteration)
-
-    def _unapplied_sections(self) -> list[tuple[str, str]]:
-        """The fork's automation sections are accepted and checked, but this version's runtime does
-        not act on them yet: say so plainly instead of pretending."""
-        out = []
-        if self.s.dynamic_loss_scheduling.get("enabled"):
-            out.append(("train.dynamic_loss_scheduling", "accepted and checked, not applied yet: loss weights stay as configured"))
-        autos = self.s.training_automations
-        if autos.get("enabled"):
-            names = [k for k, v in autos.items() if isinstance(v, dict) and v.get("enabled", True)]
-            out.append(("train.training_automations", f"accepted and checked, not applied yet ({', '.join(names) or 'none enabled'})"))
-        return out
 
     def _overridden_hints(self) -> list[Note]:
         """traiNNer keys that autosr's own pipeline decides: accepted, and said to be unused."""
@@ -477,8 +503,32 @@ class Trainer:
     def _validate(self) -> None:
         self.vals_done += 1
         self.next_val = self.iteration + self.val_freq
-        if self.validator is None:
+        if self.validator is not None:
+            self._validate_main()
+        self._sync_knobs()
+
+    def _sync_knobs(self) -> None:
+        """Under DDP, validation runs on rank 0 and so do the decisions it drives: every other
+        rank takes rank 0's knobs here, at the same iteration, so ranks never diverge."""
+        if self.dist.world_size == 1:
             return
+        import torch.distributed as dist
+
+        knobs = torch.tensor([self.lr_scale, self.clip_threshold, float(self.clip), float(self.val_freq),
+                              float(self.stop_reason is not None)], dtype=torch.float64, device=self.device)
+        dist.broadcast(knobs, 0)
+        dist.broadcast(self.loss_weights, 0)
+        if not self.dist.is_main:
+            lr_scale, clip_threshold, clip, val_freq, stop = knobs.tolist()
+            self.lr_scale, self.clip_threshold, self.clip = lr_scale, clip_threshold, bool(clip)
+            if int(val_freq) != self.val_freq:
+                self.val_freq = int(val_freq)
+                self.next_val = self.iteration + self.val_freq
+            if stop and self.stop_reason is None:
+                self.stop_reason = "rank 0 stopped the run"
+
+    def _validate_main(self) -> None:
+        assert self.validator is not None
         started = time.perf_counter()
         model = self.eval_model
         was_training = model.training
