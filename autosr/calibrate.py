@@ -36,7 +36,8 @@ def measure_speed(network: dict[str, Any], *, batch: int, lq_size: int, scale: i
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     try:
-        model = build_network(network).to(device, memory_format=fmt)
+        # torch's stubs leave out Module.to's documented memory_format keyword
+        model = build_network(network).to(device, memory_format=fmt)  # type: ignore[call-overload]
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         terms = build_losses(losses)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)

@@ -35,8 +35,10 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Write a file through ``write(f)`` so that ``path`` is either the old file or the whole new one.
+
+    Whatever ``write`` returns (e.g. ``f.write``'s byte count) is ignored.
 
     The bytes go to a temp file in the same folder (same filesystem, so the rename is atomic), are
     flushed and fsynced, and only then replace ``path``. On an exception the temp file is removed;

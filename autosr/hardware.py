@@ -399,7 +399,7 @@ def _choose_gpus(view: _TorchView, nv: _NvmlFacts | None, notes: list[str]) -> t
                 "(CUDA_VISIBLE_DEVICES?): using torch's facts"
             )
             nv_gpus = []
-        if not nv_gpus:
+        if nv is None or not nv_gpus:
             return "cuda", _torch_gpus(view, notes), "torch"
         return "cuda", _fill_from_torch(view, nv, notes), "nvml"
     if view.torch is not None and nv_gpus:

@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from autosr.config import validate
-from autosr.dataset import analyse, check_patch, hold_out
+from autosr.dataset import DatasetProfile, analyse, check_patch, hold_out
 from autosr.errors import AutosrError
 from autosr.fsutil import write_text_atomic
-from autosr.hardware import probe
+from autosr.hardware import HardwareProfile, probe
 from autosr.images import complete_pairs, write_meta_info
 from autosr.plan import Plan, Timing, ValData, make_plan
 from autosr.plan_file import plan_path_for, write_plan
@@ -95,7 +95,7 @@ def run_init(
     return plan
 
 
-def _measure(plan: Plan, hw, time_budget: float | None, calibrate: bool) -> Timing:
+def _measure(plan: Plan, hw: HardwareProfile, time_budget: float | None, calibrate: bool) -> Timing:
     """The plan's training speed on this machine: a few real steps, ≤ 5% of the budget (≤ 20 s)."""
     if not calibrate:
         return Timing(time_budget, None, "not measured (--no-calibrate): train measures it and re-fits the length")
@@ -134,7 +134,7 @@ def _print_explain(plan: Plan) -> None:
     err.print(table)
 
 
-def _print_summary(plan: Plan, ds, output: Path, time_budget: float | None = None) -> None:
+def _print_summary(plan: Plan, ds: DatasetProfile, output: Path, time_budget: float | None = None) -> None:
     get = plan.values.get
     batch = get("datasets.train.batch_size_per_gpu")
     accum = get("datasets.train.accum_iter")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from autosr.config import parse_override, set_path, validate, without_fork_sections
@@ -109,7 +111,8 @@ class Plan:
 
 def pick_arch(hw: HardwareProfile, scale: int) -> tuple[Preset, str]:
     """The largest preset that trains at its reference batch without accumulation."""
-    if hw.backend != "cuda":
+    vram_mib = hw.gpu_vram_mib  # None exactly when the backend is not CUDA
+    if hw.backend != "cuda" or vram_mib is None:
         return load_preset("nano"), f"no CUDA GPU ({hw.backend}): nano is the preset that trains in useful time here"
     chosen = load_preset("nano")
     for preset in all_presets():
@@ -118,7 +121,7 @@ def pick_arch(hw: HardwareProfile, scale: int) -> tuple[Preset, str]:
             chosen = preset
     batch = estimate_batch(hw, chosen, lq_size=chosen.lq_size, scale=scale).value
     return chosen, (
-        f"largest preset whose estimated batch ({batch}) on {hw.gpu_vram_mib / 1024:.0f} GiB reaches its "
+        f"largest preset whose estimated batch ({batch}) on {vram_mib / 1024:.0f} GiB reaches its "
         f"reference batch {chosen.effective_batch}"
     )
 
@@ -218,7 +221,7 @@ def _round_to(value: float, step: int) -> int:
 GENERIC_FOLDERS = {"hr", "gt", "lr", "lq", "high", "low", "train", "images", "x2", "x3", "x4"}
 
 
-def dataset_name(gt_dir) -> str:
+def dataset_name(gt_dir: Path) -> str:
     """`…/DF2K/HR` → "DF2K": a folder named just hr/gt says nothing, its parent does."""
     for part in (gt_dir.name, gt_dir.parent.name):
         if part and part.lower() not in GENERIC_FOLDERS:
@@ -236,7 +239,7 @@ def make_plan(
     *,
     arch: str | None,
     val: ValData,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     flavor: str = "fork",
     name: str | None = None,
     timing: Timing = Timing(),
@@ -375,7 +378,7 @@ def make_plan(
     return plan
 
 
-def _apply_overrides(plan: Plan, overrides: list[str]) -> None:
+def _apply_overrides(plan: Plan, overrides: Sequence[str]) -> None:
     for text in overrides:
         key, value = parse_override(text)
         parts = key.split(".")

@@ -73,6 +73,8 @@ def print_summary(run: RunSummary, console: Console) -> None:
         table.add_column(column, justify="right" if column != "metric" else "left")
     for metric in [k for k in (run.val[0] if run.val else {}) if k not in ("iter", "kind")]:
         best = run.best(metric)
+        if best is None:  # cannot happen (val[0] has the metric); keeps the row logic typed
+            continue
         base = run.baseline.get(metric)
         gain = f"{best[metric] - base:+.4f}" if base is not None else "–"
         table.add_row(metric, f"{best[metric]:.4f}", str(best["iter"]), f"{base:.4f}" if base is not None else "–", gain)
@@ -155,9 +157,9 @@ def render_html(run: RunSummary) -> str:
         svg_plot("samples/s", {"samples/s": [(r["iter"], r["samples_s"]) for r in run.train if "samples_s" in r]}),
     ]
     for metric in ("psnr", "ssim"):
-        rows = [(r["iter"], r[metric]) for r in run.val if metric in r]
+        points = [(r["iter"], r[metric]) for r in run.val if metric in r]
         base = run.baseline.get(metric)
-        charts.append(svg_plot(f"validation {metric}", {metric: rows}, hline=("bicubic", base) if base is not None else None))
+        charts.append(svg_plot(f"validation {metric}", {metric: points}, hline=("bicubic", base) if base is not None else None))
     rows = "".join(
         f"<tr><td>{e['iter']}</td><td>{html.escape(e['source'])}</td><td>{html.escape(e['key'])}</td>"
         f"<td>{html.escape(_short(e['old']))}</td><td>{html.escape(_short(e['new']))}</td><td>{html.escape(e['reason'])}</td></tr>"

@@ -10,6 +10,7 @@ no Python loops over pixels or windows, so it runs under autocast, channels_last
 from __future__ import annotations
 
 import math
+from typing import TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,13 @@ def _separable(x: torch.Tensor, kh: torch.Tensor, kv: torch.Tensor) -> torch.Ten
 
 class MagicKernelSharp(nn.Module):
     """Sharpen (blend with strength alpha) → nearest ×scale → B-spline blur. Nothing trains."""
+
+    # The buffers registered in __init__ (declared for the type checker: nn.Module's __getattr__
+    # says only "Tensor | Module").
+    sharp_h: torch.Tensor
+    sharp_v: torch.Tensor
+    blur_h: torch.Tensor
+    blur_v: torch.Tensor
 
     def __init__(self, *, scale: int, in_chans: int, alpha: float) -> None:
         super().__init__()
@@ -246,6 +254,7 @@ class ICNRUpsampler(nn.Module):
             nn.init.kaiming_uniform_(sub, a=math.sqrt(5))  # PyTorch's default conv init
             # PixelShuffle reads output channel c's sub-pixel i from input channel c·s² + i.
             self.conv.weight.copy_(sub.repeat_interleave(scale * scale, dim=0))
+            assert self.conv.bias is not None  # nn.Conv2d's default bias=True
             self.conv.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -278,11 +287,11 @@ def _require(ok: bool, key: str, value: object, what: str) -> None:
         raise AutosrError(f"network_g.{key} is {value!r}", f"ParagonSR2 needs {what}")
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: object) -> bool:
+def _is_number(v: object) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
@@ -292,7 +301,8 @@ def _validate(args: dict[str, object]) -> None:
     _require(_is_int(args["in_chans"]) and args["in_chans"] >= 1, "in_chans", args["in_chans"], "an integer ≥ 1")
     _require(_is_int(args["num_feat"]) and args["num_feat"] >= 4, "num_feat", args["num_feat"], "an integer ≥ 4")
     for key in ("num_groups", "num_blocks"):
-        _require(_is_int(args[key]) and args[key] >= 1, key, args[key], "an integer ≥ 1")
+        v = args[key]
+        _require(_is_int(v) and v >= 1, key, v, "an integer ≥ 1")
     k = args["band_kernel"]
     _require(_is_int(k) and k >= 1 and k % 2 == 1, "band_kernel", k, "an odd integer ≥ 1 (size-preserving)")
     _require(_is_number(args["ffn_ratio"]) and args["ffn_ratio"] > 0, "ffn_ratio", args["ffn_ratio"], "a number > 0")
@@ -337,6 +347,7 @@ class ParagonSR2(nn.Module):
         self.conv_out = nn.Conv2d(num_feat, in_chans, 3, padding=1)
         with torch.no_grad():  # the base path dominates at the start of training
             self.conv_out.weight.mul_(detail_gain)
+            assert self.conv_out.bias is not None  # nn.Conv2d's default bias=True
             self.conv_out.bias.zero_()
         self.content_gain = ContentGain(in_chans, num_feat) if use_content_aware else None
 

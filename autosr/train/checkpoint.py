@@ -69,7 +69,9 @@ def load_training_state(path: str | os.PathLike[str], *, map_location: str | tor
 def rng_state() -> dict[str, Any]:
     """Python ``random``, NumPy's global generator, torch CPU and every CUDA device, as plain data."""
     version, internal, gauss_next = random.getstate()
-    _, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # legacy=True: the MT19937 tuple (a dict only for other bit generators)
+    _, key, pos, has_gauss, cached = np_state
     return {
         "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
         "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),

@@ -431,7 +431,8 @@ class _UnitStream:
         strided copies. The vertical flip (code & 1) stays with the worker: a row-order copy.
         """
         k = self.crops_per_pair
-        units, flat = [], []
+        units: list[_UnitCrops] = []
+        flat: list[tuple[int, int, int, int]] = []  # (unit's index in units, y0, x0, code)
         for u in range(start // k, (start + size - 1) // k + 1):
             image, crops = self.unit(u)
             units.append((image, []))

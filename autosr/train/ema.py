@@ -28,8 +28,8 @@ from autosr.errors import AutosrError
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain module under DistributedDataParallel and torch.compile wrappers."""
     while True:
-        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
+        if isinstance(inner := getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = inner
         elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
             model = model.module
         else:
@@ -51,8 +51,8 @@ class ModelEMA:
         self.update_after_step = int(update_after_step)
         self.step = 0  # update() calls so far
         self.module = copy.deepcopy(unwrap_model(model)).eval().requires_grad_(False)
-        self._params = list(self.module.parameters())
-        self._buffers = list(self.module.buffers())
+        self._params: list[Tensor] = list(self.module.parameters())
+        self._buffers: list[Tensor] = list(self.module.buffers())
         self._all_float = all(p.is_floating_point() for p in self._params)
 
     def decay_at(self, step: int) -> float:
@@ -66,8 +66,8 @@ class ModelEMA:
     def update(self, model: nn.Module) -> float:
         """Fold the model's current weights in; returns the decay used."""
         source = unwrap_model(model)
-        params = list(source.parameters())
-        buffers = list(source.buffers())
+        params: list[Tensor] = list(source.parameters())
+        buffers: list[Tensor] = list(source.buffers())
         if len(params) != len(self._params) or len(buffers) != len(self._buffers):
             raise RuntimeError("ModelEMA.update: the model's structure differs from the EMA copy")
         decay = self.decay_at(self.step)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
 
@@ -20,7 +20,7 @@ class Progress:
         self.enabled = enabled
         self.tty = enabled and sys.stderr.isatty()
         self.bar: RichProgress | None = None
-        self.task = None
+        self.task: TaskID | None = None  # set together with self.bar
         self.total = total
         self.paused = 0.0
         self._mark = (0, time.perf_counter(), 0.0)
@@ -41,7 +41,7 @@ class Progress:
             self.task = self.bar.add_task("train", total=self.total, completed=iteration, info="")
 
     def update(self, iteration: int) -> None:
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=iteration)
 
     def rates(self, iteration: int, samples_per_step: int) -> dict[str, float]:
@@ -59,7 +59,7 @@ class Progress:
         text = f"loss {record['loss']:.4g} ({losses}) lr {record['lr']:.2e} {record['it_s']:.1f} it/s"
         if "peak_vram_gib" in record:
             text += f" {record['peak_vram_gib']:.1f} GiB"
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.update(self.task, info=text)
         elif self.enabled:
             self.console.print(f"[{record['iter']}/{self.total}] {text}")

@@ -71,6 +71,7 @@ def train_from_file(
             _journal_plan(journal, config_path, cfg, folder)
 
     if resume:
+        assert latest is not None  # checked above: resuming needs a checkpoint
         state = ckpt.load_training_state(latest)
         _check_same_model(cfg, state, run_dir)
         trainer.load_state(state)
@@ -150,6 +151,7 @@ def _dry_run(cfg: RunConfig, dist: Any) -> int:
     err.print(f"[green]dry run ok[/green]: {cfg.source}", markup=True)
     for topic, text in trainer.describe():
         err.print(f"  {topic:<7} {text}", markup=False)
+    assert trainer.last_stats is not None  # fit ran its one step
     err.print(f"  step    1 step ran, loss {float(trainer.last_stats.total):.4g}", markup=False)
     return 0
 

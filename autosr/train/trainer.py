@@ -52,7 +52,8 @@ def build_model_parts(s: Settings, device: torch.device, precision: Precision, d
     notes = []
     model = build_network(s.network).to(device)
     if s.runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # torch's stubs lack Module.to's memory_format keyword (documented, and it works)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     notes.append(Note("network_g", s.network["type"], f"{count_parameters(model):,} trainable parameters"))
     if s.pretrain.path:
         loaded = load_pretrained(model, Path(s.pretrain.path), param_key=s.pretrain.param_key, strict=s.pretrain.strict)
@@ -458,8 +459,8 @@ class Trainer:
         if self.iteration == 0:
             for note in self.notes:
                 self._event("trainer", note.key, None, note.value, note.reason)
-            for note in self.schedule_notes:
-                self._event("schedule", note.split(":", 1)[0], None, None, note)
+            for text in self.schedule_notes:
+                self._event("schedule", text.split(":", 1)[0], None, None, text)
         self.progress.message(
             f"{self.s.network['type']} ×{self.s.scale} · {count_parameters(self.model):,} params · {self.precision.label} · "
             f"batch {self.batch_size}×{self.accum} · patch {self.s.data.lq_size} · {self.device} · data: {self.source.kind}"
@@ -558,7 +559,7 @@ class Trainer:
     def _log(self, stats: StepStats, lr: float) -> None:
         if not self.dist.is_main:
             return
-        record = {
+        record: dict[str, Any] = {
             "iter": self.iteration, "kind": "train",
             "loss": float(stats.total),
             **{f"loss_{k}": float(v) for k, v in stats.losses.items()},
