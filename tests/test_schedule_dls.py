@@ -215,3 +215,24 @@ def test_state_dict_round_trip_continues_identically() -> None:
     assert second.settings.values() == straight.settings.values()  # calibration kept from the run's start
     assert torch.equal(c_second.weights, c_straight.weights)
     assert torch.equal(second.smoothed(), straight.smoothed())  # type: ignore[arg-type]
+
+
+def test_sampled_every_8_iterations_moves_the_balance_like_every_step() -> None:
+    """The trainer samples the scheduler every 8 iterations (SCHEDULE_EVERY): with its constants
+    scaled to the interval, DLS moves the balance about as far as when it sees every step."""
+    ratios = []
+    for k in (1, 8):
+        dls, controls = start()
+        dls.step_interval = k
+        stream = diverging(seed=1)
+        for it in range(1, 1001):
+            losses = stream(it)
+            if it % k == 0:
+                dls.after_step(step_stats(it, losses), controls)
+        w = controls.of("set_loss_weights")[-1].args[0]
+        s = dls._S
+        assert s is not None
+        assert float((w * s).sum()) == pytest.approx(float((BASE * s).sum()), rel=1e-4)  # the scale is kept
+        ratios.append(float((w[1] / w[0]) / (BASE[1] / BASE[0])))
+    assert ratios[0] < 0.9 and ratios[1] < 0.9, ratios  # both damp the rising loss measurably
+    assert ratios[1] == pytest.approx(ratios[0], rel=0.25), ratios

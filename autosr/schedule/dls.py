@@ -141,7 +141,9 @@ class DynamicLossScheduling(ScheduledAutomation):
             values.append(v.detach().reshape(()).float() if v is not None else self._missing)
         loss = torch.stack(values).abs()
         finite = torch.isfinite(loss)
-        m = self.params.momentum.value
+        k = self.step_interval  # one observation stands for k iterations
+        m = self.params.momentum.value ** k
+        a = 1.0 - (1.0 - SMOOTHING) ** k
         if self.seen == 0:
             self._S = torch.where(finite, loss, torch.ones_like(loss))
             self._V = torch.zeros_like(loss)
@@ -149,13 +151,13 @@ class DynamicLossScheduling(ScheduledAutomation):
             level = self._S
         else:
             level = torch.where(finite, loss, self._S)  # a non-finite loss is not observed
-            smoothed = SMOOTHING * level + (1.0 - SMOOTHING) * self._S
+            smoothed = a * level + (1.0 - a) * self._S
             self._V = m * self._V + (1.0 - m) * (smoothed - self._S)
             self._S = smoothed
         self.seen += 1
         self._hist[(self.seen - 1) % HISTORY] = torch.dot(self._base, level)
 
-        if self.seen > self.settings.baseline_iterations.value:
+        if self.seen * k > self.settings.baseline_iterations.value:
             controls.set_loss_weights(self._adapt(level), WEIGHTS_REASON)
         if (self.settings.enable_monitoring.value and stats.iteration > MONITOR_START and stats.iteration % MONITOR_EVERY == 0
                 and self.seen >= HISTORY
@@ -179,7 +181,7 @@ class DynamicLossScheduling(ScheduledAutomation):
         arel = rel.abs()
         # fast (|V| > thr·S): t = 1 ∓ r·min(2, |rel|) against the direction of V; slow: t = 1 − r·rel
         push = torch.where(self._V.abs() > thr * s, arel * torch.sign(self._V), torch.where(arel > thr, rel, 0.0))
-        grown = self._M * (1.0 - r * push)
+        grown = self._M * (1.0 - r * push) ** self.step_interval  # the per-iteration target, k times
         self._M = (grown * (ref / (bs * grown).sum().clamp_min(1e-30))).clamp(self.params.min_weight, self.params.max_weight.value)
         return self._weights(ref, bs)
 
@@ -200,7 +202,7 @@ class DynamicLossScheduling(ScheduledAutomation):
         """New bounds (a phase, a correction) apply to the multipliers at once."""
         if self._M is None or self.params is None or self.settings is None:
             return
-        if self.seen > self.settings.baseline_iterations.value:
+        if self.seen * self.step_interval > self.settings.baseline_iterations.value:
             self._M = self._M.clamp(self.params.min_weight, self.params.max_weight.value)
             controls.set_loss_weights(self._weights(), reason)
 

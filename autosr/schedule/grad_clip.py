@@ -56,6 +56,18 @@ class AdaptiveGradientClipping(ScheduledAutomation):
             controls.set_clip_threshold(self.threshold, f"initial threshold set in the YAML; measured after "
                                                         f"{self.settings.calibration_steps.value} steps")
 
+    sample_every = 1  # after the calibration, one observation per this many iterations
+
+    @property  # a property over the base class's plain attribute
+    def step_interval(self) -> int:
+        """Every step while calibrating (the spec's first N steps), then every `sample_every`."""
+        calibrating = self.settings is not None and self.steps < self.settings.calibration_steps.value
+        return 1 if calibrating else self.sample_every
+
+    @step_interval.setter
+    def step_interval(self, k: int) -> None:
+        self.sample_every = k
+
     def after_step(self, stats: StepStats, controls: Controls) -> None:
         s = self.settings
         if s is None:
@@ -78,10 +90,11 @@ class AdaptiveGradientClipping(ScheduledAutomation):
             if self.steps == n_cal:
                 self._decide(self._buf[:n_cal], it, stats, controls, first=True)
             return
-        after = self.steps - n_cal  # steps since the calibration
-        self._buf[(after - 1) % window] = g
-        if self.last_set is not None and it - self.last_set >= window and after >= window:
-            self._decide(self._buf[:window], it, stats, controls, first=False)
+        after = self.steps - n_cal  # observations since the calibration
+        span = max(20, window // self.sample_every)  # observations covering `window` iterations
+        self._buf[(after - 1) % span] = g
+        if self.last_set is not None and it - self.last_set >= window and after >= span:
+            self._decide(self._buf[:span], it, stats, controls, first=False)
 
     def _decide(self, norms: torch.Tensor, iteration: int, stats: StepStats, controls: Controls, first: bool) -> None:
         import torch

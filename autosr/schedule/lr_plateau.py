@@ -62,7 +62,8 @@ class IntelligentLearningRateScheduler(ScheduledAutomation):
 
     @property
     def check_every(self) -> int:
-        return max(1, min(100, self.patience // 10))
+        k = self.step_interval  # checks fall on iterations the trainer reports
+        return max(k, min(100, self.patience // 10) // k * k)
 
     def on_start(self, run: RunInfo, controls: Controls) -> None:
         self.configure(run)
@@ -91,7 +92,7 @@ class IntelligentLearningRateScheduler(ScheduledAutomation):
         assert self._ema is not None and self._best is not None and self._best_iter is not None
         x = torch.where(torch.isfinite(x), x, self._ema)
         tau = min(100.0, max(10.0, self.patience / 10))
-        alpha = 1.0 - math.exp(-1.0 / tau)
+        alpha = 1.0 - math.exp(-self.step_interval / tau)  # one observation per step_interval iterations
         self._ema = torch.where(torch.isfinite(self._ema), self._ema.lerp(x, alpha), x)
         improved = self._ema < self._best * (1.0 - s.improvement_threshold.value)
         self._best = torch.where(improved, self._ema, self._best)

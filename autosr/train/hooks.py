@@ -134,6 +134,10 @@ class Automation:
     and the key of its state in checkpoints (unique per run)."""
 
     name = "automation"
+    # after_step runs on iterations that are multiples of this (the trainer may raise it: on a
+    # fast GPU step every small kernel of an automation's maths costs time); an automation's
+    # per-observation constants then stand for `step_interval` iterations.
+    step_interval = 1
 
     def on_start(self, run: RunInfo, controls: Controls) -> None:
         """Once before the first step of this process (also after a resume: see run.resumed)."""
