@@ -58,7 +58,9 @@ def format_duration(seconds: float) -> str:
     m, s = divmod(rest, 60)
     if h:
         return f"{h} h {m} min"
-    return f"{m} min {s} s" if m else f"{s} s"
+    if m:
+        return f"{m} min {s} s" if s else f"{m} min"
+    return f"{s} s"
 
 
 class TimeBudget:
