@@ -105,20 +105,24 @@ class Flavor(StrEnum):
 def init(
     gt: Annotated[Path, typer.Option("--gt", help="Folder of high-resolution (ground truth) images.")],
     lq: Annotated[Path, typer.Option("--lq", help="Folder of low-resolution images, same file stems as --gt.")],
-    arch: Annotated[str | None, typer.Option("--arch", help="paragonsr2_<nano|micro|tiny|xs|s|m|l|xl>; default: the largest that trains well here.")] = None,
+    arch: Annotated[str | None, typer.Option(
+        "--arch", help="paragonsr2_<nano|micro|tiny|xs|s|m|l|xl>; default: the largest that trains well here.")] = None,
     val_gt: Annotated[Path | None, typer.Option("--val-gt", help="Validation HR folder (default: hold out a few training pairs).")] = None,
     val_lq: Annotated[Path | None, typer.Option("--val-lq", help="Validation LR folder.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="YAML file to write.")] = Path("auto.yml"),
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: from scale, arch and folder).")] = None,
     scale: Annotated[int | None, typer.Option("--scale", min=1, max=8, help="Override the detected scale.")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set train.total_iter=60000 (repeatable).")] = None,
-    flavor: Annotated[Flavor, typer.Option("--flavor", help="fork: with the ParagonSR2 automation sections; upstream: plain traiNNer-redux.")] = Flavor.fork,
+    flavor: Annotated[Flavor, typer.Option(
+        "--flavor", help="fork: with the ParagonSR2 automation sections; upstream: plain traiNNer-redux.")] = Flavor.fork,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
     print_only: Annotated[bool, typer.Option("--print", help="Write the YAML to stdout instead of a file.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print every planned value with its reason.")] = False,
     sample: Annotated[int, typer.Option("--sample", min=1, help="How many pairs to read for the analysis.")] = 256,
-    time: Annotated[str | None, typer.Option("--time", help="The time you have for training (20m, 2h, 1h30m): every length-dependent value is fitted to it.")] = None,
-    no_calibrate: Annotated[bool, typer.Option("--no-calibrate", help="Do not measure this machine's training speed (a few seconds).")] = False,
+    time: Annotated[str | None, typer.Option(
+        "--time", help="The time you have for training (20m, 2h, 1h30m): every length-dependent value is fitted to it.")] = None,
+    no_calibrate: Annotated[bool, typer.Option(
+        "--no-calibrate", help="Do not measure this machine's training speed (a few seconds).")] = False,
 ) -> None:
     """Analyse a dataset, plan every setting for this machine, and write a commented traiNNer-redux YAML."""
     from autosr.init_cmd import run_init
@@ -136,10 +140,13 @@ def init(
 def train(
     config: Annotated[Path, typer.Argument(help="The YAML that `autosr init` wrote (or a hand-edited one).")],
     out: Annotated[Path, typer.Option("--out", help="Folder that holds run folders.")] = Path("runs"),
-    resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help="Continue from the run's last checkpoint (default: when one exists).")] = None,
+    resume: Annotated[bool | None, typer.Option(
+        "--resume/--no-resume", help="Continue from the run's last checkpoint (default: when one exists).")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override a key for this run: --set train.total_iter=2000.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Load, build, run one step, print the plan, exit.")] = False,
-    time: Annotated[str | None, typer.Option("--time", help="Wall-clock budget for the whole run (20m, 2h, 1h30m): the length is fitted to this machine's measured speed. Default: the budget `init --time` planned, if any.")] = None,
+    time: Annotated[str | None, typer.Option(
+        "--time", help="Wall-clock budget for the whole run (20m, 2h, 1h30m): the length is fitted to this machine's "
+                       "measured speed. Default: the budget `init --time` planned, if any.")] = None,
 ) -> None:
     """Train the model the YAML describes, leaving a run folder with checkpoints, metrics and the decision journal."""
     from autosr.train.budget import parse_duration, since_process_start

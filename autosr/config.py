@@ -159,6 +159,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def lookup(tree: Any, dotted: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted key in a nested mapping."""
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
 def set_path(tree: dict, dotted: str, value: Any) -> None:
     """Set a dotted key in a nested dict/list tree, creating mappings on the way."""
     node: Any = tree

@@ -254,7 +254,8 @@ def make_plan(
     plan = Plan(flavor=flavor, fixed=dict(parse_override(o) for o in overrides))
     put, decide = plan.put, plan.decide
 
-    put("name", name or _slug(f"{scale}x_{preset.arch}_{dataset_name(ds.gt_dir)}"), "set with --name" if name else "scale, arch and dataset folder", "set" if name else "auto")
+    put("name", name or _slug(f"{scale}x_{preset.arch}_{dataset_name(ds.gt_dir)}"),
+        "set with --name" if name else "scale, arch and dataset folder", "set" if name else "auto")
     put("scale", scale, f"{'set with --scale' if ds.scale_source == 'set' else 'HR/LR size ratio of'} {ds.sampled} sampled pairs")
     put("num_gpu", "auto", "every visible GPU; multi-GPU runs start through torchrun")
     put("path", {}, "nothing to resume or pretrain from")
@@ -295,7 +296,8 @@ def make_plan(
     put(t + "dataroot_gt", str(ds.gt_dir), "--gt")
     put(t + "dataroot_lq", str(ds.lq_dir), "--lq")
     if val.train_meta_info:
-        why = f"all pairs except the {val.count} held out for validation" if val.kind == "holdout" else "the paired files only (some files have no partner)"
+        why = (f"all pairs except the {val.count} held out for validation" if val.kind == "holdout"
+               else "the paired files only (some files have no partner)")
         put(t + "meta_info", val.train_meta_info, why)
     plan.values[t + "lq_size"] = plan.values.pop(t + "lq_size")  # keep the YAML order: patch after paths
     batch = decide(t + "batch_size_per_gpu", _batch(hw, preset, lq, scale))
@@ -330,10 +332,12 @@ def make_plan(
     put(tr + "scheduler.gamma", 0.5, "halve the LR at each milestone")
     if preset.variant in MEASURED:
         warmup = min(SHORT_WARMUP, total_iter // 10)
-        put(tr + "warmup_iter", warmup, f"{SHORT_WARMUP} (1000 measured 0.04 dB lower for nano)" + (", at most 10% of the run" if warmup < SHORT_WARMUP else ""))
+        capped = ", at most 10% of the run" if warmup < SHORT_WARMUP else ""
+        put(tr + "warmup_iter", warmup, f"{SHORT_WARMUP} (1000 measured 0.04 dB lower for nano){capped}")
     else:
         warmup = min(preset.warmup_iter, total_iter // 10)
-        put(tr + "warmup_iter", warmup, f"preset {preset.warmup_iter}" + (", at most 10% of the run" if warmup < preset.warmup_iter else ""))
+        capped = ", at most 10% of the run" if warmup < preset.warmup_iter else ""
+        put(tr + "warmup_iter", warmup, f"preset {preset.warmup_iter}{capped}")
     put(tr + "ema_decay", preset.ema_decay, "preset; validation and the exported model use the EMA weights")
     put(tr + "ema_power", 0.75, "EMA warm-up: the first steps are not averaged in for long")
     tier = TIER_SETTINGS[hw.tier]
@@ -355,7 +359,8 @@ def make_plan(
 
     put("val.val_enabled", True, f"{val.count} validation pair(s)")
     n_vals = 25 if not timing.budget_s else min(25, max(5, int(timing.budget_s / 30)))  # a short budget keeps its time for training
-    val_freq = decide("val.val_freq", Decision(max(1, _round_to(total_iter / n_vals, step) if total_iter >= n_vals * step else total_iter // n_vals),
+    every = _round_to(total_iter / n_vals, step) if total_iter >= n_vals * step else total_iter // n_vals
+    val_freq = decide("val.val_freq", Decision(max(1, every),
                                                f"~{n_vals} validations over {total_iter} iterations"))
     put("val.save_img", False, "metrics only; saving images slows validation")
     put("val.metrics_enabled", True, "PSNR and SSIM track progress")

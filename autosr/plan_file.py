@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autosr import __version__
+from autosr.config import lookup
 from autosr.fsutil import write_text_atomic
 from autosr.runfolder import plain
 
@@ -51,21 +52,12 @@ def read_plan(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) and data.get("schema") == SCHEMA else {}
 
 
-def _lookup(tree: Any, dotted: str) -> tuple[bool, Any]:
-    node = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
 def plan_records(plan: dict[str, Any], config_tree: dict[str, Any]) -> list[tuple[str, Any, str]]:
     """(key, value, reason) for the journal: each planned value as the run will use it. A value
     that differs in the YAML (edited by hand after init) or was removed from it says so."""
     out = []
     for key, entry in plan.get("decisions", {}).items():
-        found, value = _lookup(config_tree, key)
+        found, value = lookup(config_tree, key)
         reason = "set by the user" if entry.get("source") == "set" else entry.get("reason", "")
         if not found:
             continue  # the flavour or a --set removed the section

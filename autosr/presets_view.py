@@ -12,7 +12,8 @@ from autosr.presets import all_presets
 def print_presets() -> None:
     from autosr.archs import build_network, count_parameters
 
-    table = Table(title="ParagonSR2 presets (presets/*.yml; paragonsr2_<variant>)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+    table = Table(title="ParagonSR2 presets (presets/*.yml; paragonsr2_<variant>)", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True,
                   caption="batch: the reference batch the LR is tuned for; MiB: training memory per sample at lq 64, ×2, bf16")
     for column in ("variant", "params", "C", "g×b", "attn", "lr", "iters", "lq", "batch", "MiB"):
         table.add_column(column, justify="left" if column in ("variant", "attn") else "right", no_wrap=True)

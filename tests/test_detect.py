@@ -342,7 +342,8 @@ def test_batch_reason_shows_the_inputs():
     p = load_preset("tiny")
     d = recommend.estimate_batch(fake_profile((("A", 24.0, "8.9"),)), p)
     assert d.reason.startswith(
-        f"24.0 GiB × 0.90 high_end target = 21.6 GiB; (21.6 GiB − {p.fixed_mib:.0f} MiB fixed) ÷ {p.per_sample_mib:.2g} MiB/sample at lq 64 ×2"
+        f"24.0 GiB × 0.90 high_end target = 21.6 GiB; (21.6 GiB − {p.fixed_mib:.0f} MiB fixed) "
+        f"÷ {p.per_sample_mib:.2g} MiB/sample at lq 64 ×2"
     )
 
 

@@ -50,7 +50,8 @@ def train_from_file(
     if explicit:  # traiNNer's way to name the state to resume from
         latest, resume = Path(explicit), True
         if not latest.is_file():
-            raise AutosrError(f"path.resume_state: {latest} does not exist", "fix the path, or remove the key to resume from the run folder")
+            raise AutosrError(f"path.resume_state: {latest} does not exist",
+                              "fix the path, or remove the key to resume from the run folder")
     if resume is None:
         resume = latest is not None
     if resume and latest is None:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from autosr.config import RunConfig
+from autosr.config import RunConfig, lookup
 from autosr.errors import AutosrError
 from autosr.schema import DEFAULTS
 
@@ -144,20 +144,11 @@ class Settings:
         return self.schedule.total_iter
 
 
-def _has(tree: dict[str, Any], dotted: str) -> bool:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def _clip_threshold(tree: dict[str, Any], get: _Reader) -> float:
     """upstream's train.grad_clip_max_norm; else the fork's place for it (the fork has no such key);
     else traiNNer's default."""
     fork_key = "train.training_automations.AdaptiveGradientClipping.initial_threshold"
-    if not _has(tree, "train.grad_clip_max_norm") and _has(tree, fork_key):
+    if not lookup(tree, "train.grad_clip_max_norm")[0] and lookup(tree, fork_key)[0]:
         return float(get(fork_key))
     return float(get("train.grad_clip_max_norm"))
 
@@ -175,12 +166,8 @@ class _Reader:
         self.tree = tree
 
     def __call__(self, dotted: str, default: Any = None) -> Any:
-        node: Any = self.tree
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return DEFAULTS.get(_generic(dotted), default)
-            node = node[part]
-        return node
+        found, value = lookup(self.tree, dotted)
+        return value if found else DEFAULTS.get(_generic(dotted), default)
 
 
 def _generic(dotted: str) -> str:

@@ -500,12 +500,14 @@ class Trainer:
         if d.persistent_workers is False and self.source.kind == "loader":
             out.append(Note("datasets.train.persistent_workers", "not used", "autosr's loader keeps its workers for the whole run"))
         if d.dataset_enlarge_ratio not in (1, "auto"):
-            out.append(Note("datasets.train.dataset_enlarge_ratio", "not used", "autosr samples crops endlessly: there are no epochs to enlarge"))
+            out.append(Note("datasets.train.dataset_enlarge_ratio", "not used",
+                            "autosr samples crops endlessly: there are no epochs to enlarge"))
         if self.s.save_checkpoint_format == "pth":
             out.append(Note("logger.save_checkpoint_format", "not used", "models are written as safetensors (loads everywhere .pth does)"))
         num_gpu = self.s.runtime.num_gpu
         if isinstance(num_gpu, int) and num_gpu != self.dist.world_size:
-            out.append(Note("num_gpu", "not used", f"{self.dist.world_size} process(es) run: start several GPUs with torchrun --nproc_per_node {num_gpu}"))
+            out.append(Note("num_gpu", "not used", f"{self.dist.world_size} process(es) run: "
+                                                     f"start several GPUs with torchrun --nproc_per_node {num_gpu}"))
         return out
 
     def _validate(self) -> None:
