@@ -98,7 +98,7 @@ def run_init(
 def _measure(plan: Plan, hw: HardwareProfile, time_budget: float | None, calibrate: bool) -> Timing:
     """The plan's training speed on this machine: a few real steps, ≤ 5% of the budget (≤ 20 s)."""
     if not calibrate:
-        return Timing(time_budget, None, "not measured (--no-calibrate): train measures it and re-fits the length")
+        return Timing(time_budget, None, "not measured (calibration off): train measures it and re-fits the length")
     from autosr.calibrate import measure_speed
 
     get = plan.get

@@ -38,6 +38,10 @@ LR_FACTOR_BOUNDS = (0.1, 2.0)  # runtime-scheduler.md: the automation scales, wi
 # kernels slowed nano's batch-64 step on an H200 from 7,926 to 5,643 samples/s (launch-bound);
 # its decisions act over hundreds of iterations, so its constants are scaled to the interval.
 SCHEDULE_EVERY = 8
+# Self-healing: a step whose gradients are not finite is skipped (no update); this many in a row
+# roll the run back to its last checkpoint with the LR halved; after MAX_ROLLBACKS it stops.
+NONFINITE_IN_A_ROW = 10
+MAX_ROLLBACKS = 3
 
 
 @dataclass
@@ -190,6 +194,11 @@ class Trainer:
         self.interrupted = False
         self.resumed = False
         self._lr = 0.0
+        # self-healing counters live on the device (read at log points only)
+        self.fused = bool(self.optimizer.defaults.get("fused"))
+        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
+        self.bad_run = torch.zeros((), dtype=torch.long, device=self.device)
+        self.rollbacks = 0
         self.phase: str | None = None
         self.last_stats: StepStats | None = None
         tb_dir = self.folder.tb if (self.folder and s.use_tb_logger) else None
@@ -281,6 +290,7 @@ class Trainer:
             self.progress.update(self.iteration)
             if self.iteration % self.print_freq == 0 or self.iteration == self.total_iter:
                 self._log(stats, lr)
+                self._heal()
             # 5. validate and checkpoint
             if self.val_freq and (self.iteration >= self.next_val or self.iteration == self.total_iter):
                 self._validate()
@@ -294,6 +304,10 @@ class Trainer:
         for automation in self.automations:
             automation.on_end(self.iteration, self)
         self._journal_weights()
+        skipped = int(self.skipped)
+        if skipped:
+            self._event("trainer", "skipped_steps", None, skipped,
+                        f"steps with non-finite gradients skipped (no update); {self.rollbacks} rollback(s)")
         self.save(final=self.iteration >= self.total_iter)
         if self.budget is not None:
             self._event("trainer", "time_budget", format_duration(self.budget.seconds),
@@ -405,8 +419,7 @@ class Trainer:
                 parts_sum[name] = parts_sum.get(name, 0) + value / self.accum
         self.scaler.unscale_(self.optimizer)
         grad_norm, clipped = self._clip_gradients()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self._optimizer_step(torch.isfinite(grad_norm))
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
@@ -419,6 +432,50 @@ class Trainer:
             peak_memory_bytes=peak, phase=self.phase or "", lr=self._lr, lr_scale=self.lr_scale,
             clip_threshold=self.clip_threshold if self.clip else None,
         )
+
+    def _optimizer_step(self, finite: torch.Tensor) -> None:
+        """Update the weights unless the gradients are not finite (that step is skipped and
+        counted). The grad norm is global under DDP, so every rank skips the same steps."""
+        bad = (~finite).long()
+        self.skipped += bad
+        self.bad_run = (self.bad_run + 1) * bad
+        if self.precision.use_scaler:
+            self.scaler.step(self.optimizer)  # GradScaler skips non-finite steps itself
+        elif self.fused:
+            self.optimizer.found_inf = bad.float()  # type: ignore[attr-defined]  # fused AdamW skips on the device
+            self.optimizer.step()
+        elif bool(finite):  # the CPU: reading the flag costs no GPU sync
+            self.optimizer.step()
+        self.scaler.update()
+
+    def _heal(self) -> None:
+        """At a log point: too many non-finite steps in a row → back to the last checkpoint, LR halved."""
+        bad = int(self.bad_run)
+        if bad < NONFINITE_IN_A_ROW:
+            return
+        self.rollbacks += 1
+        store = ckpt.CheckpointStore(self.run_dir) if self.run_dir is not None else None
+        latest = store.latest() if store is not None else None
+        if self.rollbacks > MAX_ROLLBACKS or latest is None:
+            why = (f"{bad} non-finite steps in a row after {MAX_ROLLBACKS} rollbacks" if latest is not None
+                   else f"{bad} non-finite steps in a row and no checkpoint to roll back to")
+            self._event("trainer", "self_heal", None, "stop", why)
+            self.stop(f"{why}: the model keeps diverging (lower train.optim_g.lr; the best model is kept)")
+            self.bad_run.zero_()
+            return
+        from autosr.runfolder import rewrite_jsonl, up_to
+
+        lr_scale, rollbacks, skipped, at = self.lr_scale, self.rollbacks, self.skipped.clone(), self.iteration
+        self.load_state(ckpt.load_training_state(latest))
+        self.lr_scale = max(LR_FACTOR_BOUNDS[0], lr_scale * 0.5)
+        self.rollbacks, self.skipped = rollbacks, skipped
+        self.bad_run.zero_()
+        if self.folder is not None and self.dist.is_main:
+            self.metrics_log.close()
+            rewrite_jsonl(self.folder.metrics, up_to(self.iteration))
+        self._event("trainer", "rollback", at, self.iteration,
+                    f"{bad} non-finite steps in a row: back to {latest.name}, LR scale {lr_scale:g} → {self.lr_scale:g} "
+                    f"(rollback {rollbacks} of at most {MAX_ROLLBACKS})")
 
     def _average_over_ranks(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The step's losses averaged over the ranks (one all-reduce, no host sync), so that every
@@ -581,7 +638,7 @@ class Trainer:
         if stats.peak_memory_bytes is not None:
             record["peak_vram_gib"] = round(stats.peak_memory_bytes / 2**30, 3)
         if not math.isfinite(record["loss"]):
-            self._event("trainer", "loss", None, record["loss"], "non-finite loss: the step's gradients were zeroed")
+            self._event("trainer", "loss", None, record["loss"], "non-finite loss: the step was skipped (no update)")
         self._write_metrics(record)
         self.progress.log(record)
         self._journal_weights()
@@ -657,6 +714,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "lr_scale": self.lr_scale,
+            "skipped": int(self.skipped),
+            "rollbacks": self.rollbacks,
             "clip": [self.clip, self.clip_threshold],
             "loss_weights": self.loss_weights.cpu(),
             "phase": self.phase,
@@ -683,6 +742,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.lr_scale = state["lr_scale"]
+        self.skipped.fill_(state.get("skipped", 0))
+        self.rollbacks = state.get("rollbacks", 0)
         self.clip, self.clip_threshold = state["clip"]
         self.loss_weights.copy_(state["loss_weights"].to(self.loss_weights))
         self._journaled_weights = [round(w, 6) for w in self.loss_weights.tolist()]
@@ -712,6 +773,8 @@ class Trainer:
             store.mark_best(self.iteration, metrics={k: v[0] for k, v in self.best.items()},
                             weights=self.eval_model.state_dict())
             return
+        if not final and int(self.bad_run) > 0:
+            return  # mid-divergence: keep the last checkpoint a good one to roll back to
         ema = self.ema.module.state_dict() if self.ema is not None else None
         store.save(self.iteration, self.state(), net_g=self.model.state_dict(), net_g_ema=ema)
 
