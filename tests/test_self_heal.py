@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from test_train import make_config
 
 from autosr.config import load_config
 from autosr.journal import Journal
 from autosr.train.setup import DistInfo
 from autosr.train.trainer import MAX_ROLLBACKS, Trainer
-from test_train import make_config
 
 
 class NaNAfter:
     """The model's output turns to NaN on the chosen forward calls (a diverging step)."""
 
-    def __init__(self, model: torch.nn.Module, bad: callable) -> None:
+    def __init__(self, model: torch.nn.Module, bad: Callable[[int], bool]) -> None:
         self.model, self.bad, self.calls = model, bad, 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
