@@ -54,9 +54,18 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
-            log = Path(tempfile.gettempdir()) / "autosr-crash.log"
-            log.write_text(traceback.format_exc(), encoding="utf-8")
-            _fail(f"unexpected {type(exc).__name__}: {exc} (traceback in {log}; please report it)", 1)
+            import os
+
+            # A private, unique file (mode 0600, created exclusively): never a fixed name in a shared /tmp.
+            where = "not saved: no writable temp folder"
+            try:
+                fd, name = tempfile.mkstemp(prefix="autosr-crash-", suffix=".log")
+                with os.fdopen(fd, "w", encoding="utf-8") as log:
+                    log.write(traceback.format_exc())
+                where = f"traceback in {name}"
+            except OSError:
+                pass
+            _fail(f"unexpected {type(exc).__name__}: {exc} ({where}; please report it)", 1)
 
     return wrapper
 
@@ -147,6 +156,9 @@ def train(
     time: Annotated[str | None, typer.Option(
         "--time", help="Wall-clock budget for the whole run (20m, 2h, 1h30m): the length is fitted to this machine's "
                        "measured speed. Default: the budget `init --time` planned, if any.")] = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Print the runtime scheduler's settings and per-phase values, with reasons, before training "
+                          "(with --dry-run: and stop).")] = False,
 ) -> None:
     """Train the model the YAML describes, leaving a run folder with checkpoints, metrics and the decision journal."""
     from autosr.train.budget import parse_duration, since_process_start
@@ -154,7 +166,7 @@ def train(
 
     seconds = parse_duration(time) if time is not None else None
     code = train_from_file(config, out_dir=out, resume=resume, overrides=sets or [], dry_run=dry_run,
-                           time_budget=seconds, spent=since_process_start())
+                           time_budget=seconds, spent=since_process_start(), explain=explain)
     if code:
         raise typer.Exit(code)
 
@@ -174,14 +186,19 @@ def demo(
 @app.command()
 @guarded
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder: runs/<name>.")],
-    html_out: Annotated[Path | None, typer.Option("--html", help="Where to write the HTML report (default: <run>/report.html).")] = None,
+    run_dirs: Annotated[list[Path], typer.Argument(help="A run folder (runs/<name>), several to compare, or runs/ to list them.")],
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Where to write the HTML report (default: <run>/report.html; its folder must exist).")
+    ] = None,
     no_html: Annotated[bool, typer.Option("--no-html", help="Only print the summary.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (docs/report-json.md); no page unless --html.")
+    ] = False,
 ) -> None:
-    """What happened in a run: best metrics vs bicubic, speed, every automatic decision, plots."""
+    """What happened in a run: best metrics vs bicubic, speed, every automatic decision, plots; several runs side by side."""
     from autosr.report import report as make_report
 
-    make_report(run_dir, html_path=html_out, write_html=not no_html)
+    make_report(list(run_dirs), html_path=html_out, write_html=not no_html, as_json=as_json)
 
 
 @app.command()

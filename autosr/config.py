@@ -43,12 +43,35 @@ def _check_scalar(value: Any, spec: Scalar, where: str) -> Any:
             f"{where}: '{value}' is not allowed{did_you_mean(str(value), spec.choices)}",
             "choose one of " + ", ".join(spec.choices),
         )
+    if spec.kind in (int, float):
+        _check_number(value, spec, where)
     return value
 
 
-def _looks_numeric(text: str) -> bool:
+def _check_number(value: float, spec: Scalar, where: str) -> None:
+    """Every float finite; every ranged number inside its range. One line: key, value, range."""
+    allowed = f"allowed: {spec.range_text()}"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AutosrError(f"{where}: {value} is not a finite number", allowed)
+    if not spec.in_range(value):
+        raise AutosrError(f"{where}: {value} is out of range", allowed)
+
+
+def _check_finite_tree(value: Any, where: str) -> None:
+    """Free mappings (network_g, losses) are checked by their owner, but no float in them may be nan/inf."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AutosrError(f"{where}: {value} is not a finite number", "allowed: any finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite_tree(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite_tree(item, f"{where}[{i}]")
+
+
+def _looks_numeric(text: str, *, finite: bool = True) -> bool:
     try:
-        return math.isfinite(float(text))
+        return math.isfinite(float(text)) or not finite
     except ValueError:
         return False
 
@@ -77,6 +100,7 @@ def check(value: Any, spec: Any, where: str) -> Any:
         for key in spec.required:
             if key not in value:
                 raise AutosrError(f"{where}: '{key}' is required", f"add {where}.{key}")
+        _check_finite_tree(value, where)
         return dict(value)
     if isinstance(spec, MapOf):
         out = {}
@@ -150,8 +174,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:
         value = raw
-    if isinstance(spec, Scalar) and spec.kind is float and isinstance(value, str) and _looks_numeric(value):
-        value = float(value)  # on the command line '5e-4' clearly means a number
+    if isinstance(spec, Scalar) and spec.kind is float and isinstance(value, str) and _looks_numeric(value, finite=False):
+        value = float(value)  # on the command line '5e-4' clearly means a number ('nan': refused by the range check)
     if isinstance(spec, Scalar) and spec.kind is str and value is not None and not isinstance(value, str):
         value = raw
     if spec is not None:
@@ -173,19 +197,35 @@ def set_path(tree: dict, dotted: str, value: Any) -> None:
     """Set a dotted key in a nested dict/list tree, creating mappings on the way."""
     node: Any = tree
     parts = dotted.split(".")
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         if isinstance(node, list):
-            node = node[int(part)]
+            node = node[_list_index(node, part, dotted, parts[:depth])]
             continue
+        if not isinstance(node, dict):
+            raise AutosrError(f"--set {dotted}: '{'.'.join(parts[:depth])}' has no sub-keys", "set it as a whole")
         node = node.setdefault(part, {})
     last = parts[-1]
     if isinstance(node, list):
-        index = int(last)
-        if index >= len(node):
-            raise AutosrError(f"--set {dotted}: index {index} is past the end (length {len(node)})", "use an existing index")
-        node[index] = value
-    else:
+        node[_list_index(node, last, dotted, parts[:-1])] = value
+    elif isinstance(node, dict):
         node[last] = value
+    else:
+        raise AutosrError(f"--set {dotted}: '{'.'.join(parts[:-1])}' has no sub-keys", "set it as a whole")
+
+
+def _list_index(node: list, part: str, dotted: str, walked: list[str]) -> int:
+    """A `--set` list index, checked: a digit string below the list's length."""
+    # plan._apply_overrides edits a list value wrapped as {"x": value}: leave its "x" out of messages.
+    shown = dotted.removeprefix("x.")
+    where = ".".join(walked).removeprefix("x").lstrip(".") or "the list"
+    if not part.isdigit():
+        raise AutosrError(f"--set {shown}: '{part}' should be a list index (0, 1, …)", f"{where} has {len(node)} entries")
+    index = int(part)
+    if index >= len(node):
+        last = f"0–{len(node) - 1}" if node else "none"
+        raise AutosrError(f"--set {shown}: index {index} is past the end: {where} has {len(node)} entries",
+                          f"use an existing index ({last})")
+    return index
 
 
 def apply_overrides(tree: dict, overrides: list[str]) -> dict:
@@ -255,9 +295,7 @@ def validate(tree: Any, source: Path | str = "config", *, need_training: bool = 
 
 
 def _check_rules(data: dict[str, Any], need_training: bool) -> None:
-    scale = data["scale"]
-    if not 1 <= scale <= 8:
-        raise AutosrError(f"scale: {scale} is out of range", "use 1–8 (ParagonSR2 trains 2, 3 or 4)")
+    scale = data["scale"]  # 1–8, and every other number's range: the schema (schema.Scalar)
     net = data.get("network_g")
     if net is not None and "scale" in net and net["scale"] != scale:
         raise AutosrError(f"network_g.scale: {net['scale']} differs from scale: {scale}", "make them equal or drop network_g.scale")
@@ -275,12 +313,7 @@ def _check_rules(data: dict[str, Any], need_training: bool) -> None:
             raise AutosrError("datasets.train: set exactly one of lq_size / gt_size", f"found {sizes or 'neither'}")
         if "gt_size" in train_ds and train_ds["gt_size"] % scale:
             raise AutosrError(f"datasets.train.gt_size: {train_ds['gt_size']} is not a multiple of scale {scale}", "use lq_size instead")
-        for key in ("batch_size_per_gpu", "accum_iter", "lq_size", "gt_size"):
-            if key in train_ds and train_ds[key] < 1:
-                raise AutosrError(f"datasets.train.{key}: must be at least 1", "use a positive number")
     train = data.get("train", {})
-    if "total_iter" in train and train["total_iter"] < 1:
-        raise AutosrError("train.total_iter: must be at least 1", "use a positive number of iterations")
     milestones = train.get("scheduler", {}).get("milestones")
     if milestones and milestones != sorted(milestones):
         raise AutosrError("train.scheduler.milestones: must be increasing", f"got {milestones}")
@@ -288,13 +321,43 @@ def _check_rules(data: dict[str, Any], need_training: bool) -> None:
     val = data.get("val", {})
     if has_val and val.get("val_enabled", True) and "val_freq" not in val:
         raise AutosrError("val.val_freq is required when a validation dataset exists", "add val.val_freq (e.g. 1000)")
+    if has_val and val.get("val_enabled", True) and val.get("val_freq") == 0:
+        raise AutosrError("val.val_freq: 0 is out of range while validation is on (allowed: ≥ 1)",
+                          "set val.val_enabled: false to turn validation off")
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"key '{key}' appears twice in one mapping (lines {first} and {second})")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe loading (no Python tags) that refuses a key given twice in one mapping: plain YAML
+    silently keeps the last one. Keys a merge (`<<: *anchor`) brings in may still be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:  # unhashable: SafeLoader reports it
+                continue
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise AutosrError(f"{path}: no such file", "run `autosr init` first to write a config, or check the path")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise AutosrError(f"{path}: {exc}", "keep one of them (YAML would silently use the last)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

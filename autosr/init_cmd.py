@@ -34,6 +34,18 @@ def run_init(
     calibrate: measure this machine's training speed for the plan (bounded: ≤ 5% of the budget)."""
     if not print_only and output.exists() and not force:
         raise AutosrError(f"{output}: already exists", "pass --force to overwrite it, or -o another.yml")
+    if not print_only:  # the YAML, its plan and pair lists go in -o's folder: writable, before any work
+        import os
+
+        if output.is_dir():
+            raise AutosrError(f"{output}: is a folder", f"pass -o a file name, e.g. -o {output / 'auto.yml'}")
+        folder = output.resolve().parent
+        while not folder.exists():  # missing folders are created when writing
+            folder = folder.parent
+        if not folder.is_dir():
+            raise AutosrError(f"{folder}: not a folder, so {output} cannot be written", "pass -o a path inside a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise AutosrError(f"{folder}: folder is not writable", "pass -o a path in a folder you can write to")
     if arch:
         load_preset(arch)  # an unknown name fails before any reading
     if (val_gt is None) != (val_lq is None):

@@ -389,6 +389,9 @@ def _apply_overrides(plan: Plan, overrides: Sequence[str]) -> None:
         parts = key.split(".")
         if plan.flavor == "upstream" and len(parts) > 1 and parts[0] == "train" and parts[1] in FORK_SECTIONS:
             raise AutosrError(f"--set {key}: the upstream flavour has no train.{parts[1]} section", "use --flavor fork")
+        if plan.flavor == "fork" and key == "train.grad_clip_max_norm":  # the fork's schema rejects the key
+            raise AutosrError(f"--set {key}: the ParagonSR2 fork of traiNNer-redux has no such key",
+                              "set train.training_automations.AdaptiveGradientClipping.initial_threshold, or use --flavor upstream")
         # A key inside a list value (train.losses.0.loss_weight): change that element.
         parent = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in plan.values), None)
         if parent is not None and isinstance(plan.values[parent].value, list | dict):

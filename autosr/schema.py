@@ -15,11 +15,33 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Scalar:
-    """int, float (ints accepted), bool, str, or a choice of literal strings."""
+    """int, float (ints accepted), bool, str, or a choice of literal strings.
+
+    Numbers may carry a range, checked at load: `lo`/`hi` are the bounds (None: unbounded), and
+    `lo_open`/`hi_open` exclude the bound itself. Floats must always be finite (no nan/inf)."""
 
     kind: type
     choices: tuple[str, ...] = ()
     nullable: bool = False
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def in_range(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def range_text(self) -> str:
+        """'> 0', '≥ 1', '[0, 1)', '[1, 8]' …"""
+        if self.lo is not None and self.hi is not None:
+            return f"{'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '≥'} {self.lo}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '≤'} {self.hi}"
+        return "any finite number" if self.kind is float else "any integer"
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,17 @@ class FreeMap:
 
 
 INT, FLOAT, BOOL, STR = Scalar(int), Scalar(float), Scalar(bool), Scalar(str)
+# Ranged numbers (every float is also checked finite): the names say the allowed range.
+COUNT0 = Scalar(int, lo=0)  # ≥ 0
+COUNT1 = Scalar(int, lo=1)  # ≥ 1
+POSITIVE = Scalar(float, lo=0, lo_open=True)  # > 0
+NONNEG = Scalar(float, lo=0)  # ≥ 0
+FRACTION = Scalar(float, lo=0, hi=1, hi_open=True)  # [0, 1)
+
+
+def ranged(kind: type, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False) -> Scalar:
+    return Scalar(kind, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+
 OPT_STR = Scalar(str, nullable=True)
 STR_OR_LIST = Either((STR, ListOf(STR, min_len=1)))
 
@@ -78,14 +111,14 @@ TRAIN_DATASET = Struct(
         "dataroot_gt": STR_OR_LIST,
         "dataroot_lq": STR_OR_LIST,
         "meta_info": OPT_STR,
-        "lq_size": INT,
-        "gt_size": INT,
-        "batch_size_per_gpu": INT,
-        "num_worker_per_gpu": INT,
-        "accum_iter": INT,
+        "lq_size": COUNT1,
+        "gt_size": COUNT1,
+        "batch_size_per_gpu": COUNT1,
+        "num_worker_per_gpu": COUNT0,
+        "accum_iter": COUNT1,
         "use_hflip": BOOL,
         "use_rot": BOOL,
-        "dataset_enlarge_ratio": Either((Scalar(str, choices=("auto",)), INT)),
+        "dataset_enlarge_ratio": Either((Scalar(str, choices=("auto",)), COUNT1)),
         "prefetch_mode": OPT_STR,
         "pin_memory": BOOL,
         "persistent_workers": BOOL,
@@ -104,16 +137,17 @@ VAL_DATASET = Struct(
     required=("name", "type", "dataroot_gt", "dataroot_lq"),
 )
 
+# DLS and automation ranges: the same as autosr/schedule/calibration.py checks when it reads them.
 DLS = Struct(
     {
         "enabled": BOOL,
         "auto_calibrate": BOOL,
-        "momentum": FLOAT,
-        "adaptation_rate": FLOAT,
-        "min_weight": FLOAT,
-        "max_weight": FLOAT,
-        "adaptation_threshold": FLOAT,
-        "baseline_iterations": INT,
+        "momentum": FRACTION,
+        "adaptation_rate": ranged(float, 0, 0.5, lo_open=True, hi_open=True),
+        "min_weight": ranged(float, 0, 1, lo_open=True),  # (0, 1] ≤ max_weight
+        "max_weight": ranged(float, 1),
+        "adaptation_threshold": NONNEG,
+        "baseline_iterations": COUNT1,
         "enable_monitoring": BOOL,
     }
 )
@@ -126,28 +160,29 @@ AUTOMATIONS = Struct(
                 "enabled": BOOL,
                 "monitor_loss": BOOL,
                 "monitor_validation": BOOL,
-                "plateau_patience": INT,
-                "improvement_threshold": FLOAT,
-                "min_lr_factor": FLOAT,
-                "max_lr_factor": FLOAT,
+                "plateau_patience": COUNT1,
+                "improvement_threshold": FRACTION,
+                "min_lr_factor": ranged(float, 0.1, 1),
+                "max_lr_factor": ranged(float, 1, 2),
             }
         ),
         "DynamicBatchSizeOptimizer": Struct(
             {
                 "enabled": BOOL,
-                "target_vram_usage": FLOAT,
-                "safety_margin": FLOAT,
-                "min_batch_size": INT,
-                "max_batch_size": INT,
+                "target_vram_usage": ranged(float, 0, 1, lo_open=True),
+                "safety_margin": FRACTION,
+                "min_batch_size": COUNT1,
+                "max_batch_size": COUNT1,
             }
         ),
         "AdaptiveGradientClipping": Struct(
-            {"enabled": BOOL, "initial_threshold": FLOAT, "calibration_steps": INT, "percentile": FLOAT}
+            {"enabled": BOOL, "initial_threshold": ranged(float, 0.1, 10), "calibration_steps": COUNT1,
+             "percentile": ranged(float, 0, 100, lo_open=True)}  # 0.95 and 95 both mean p95
         ),
         "IntelligentEarlyStopping": Struct(
-            {"enabled": BOOL, "patience": INT, "min_improvement": FLOAT, "monitor_metric": STR}
+            {"enabled": BOOL, "patience": COUNT1, "min_improvement": NONNEG, "monitor_metric": STR}
         ),
-        "AdaptiveValidationFrequency": Struct({"enabled": BOOL, "min_freq": INT, "max_freq": INT}),
+        "AdaptiveValidationFrequency": Struct({"enabled": BOOL, "min_freq": COUNT1, "max_freq": COUNT1}),
     }
 )
 
@@ -155,14 +190,14 @@ FORK_SECTIONS = ("dynamic_loss_scheduling", "training_automations")
 
 TRAIN = Struct(
     {
-        "total_iter": INT,
+        "total_iter": COUNT1,
         "optim_g": Struct(
             {
                 "type": Scalar(str, choices=("AdamW", "Adam")),
-                "lr": FLOAT,
-                "weight_decay": FLOAT,
-                "betas": ListOf(FLOAT, min_len=2),
-                "eps": FLOAT,
+                "lr": ranged(float, 0, 1, lo_open=True),  # (0, 1]: Adam(W) diverges far below 1
+                "weight_decay": NONNEG,
+                "betas": ListOf(FRACTION, min_len=2),
+                "eps": POSITIVE,
                 "fused": BOOL,
             },
             required=("type", "lr"),
@@ -170,18 +205,18 @@ TRAIN = Struct(
         "scheduler": Struct(
             {
                 "type": Scalar(str, choices=("MultiStepLR", "CosineAnnealingLR")),
-                "milestones": ListOf(INT),
-                "gamma": FLOAT,
-                "T_max": INT,
-                "eta_min": FLOAT,
+                "milestones": ListOf(COUNT0),
+                "gamma": ranged(float, 0, 1, lo_open=True),
+                "T_max": COUNT1,
+                "eta_min": NONNEG,
             },
             required=("type",),
         ),
-        "warmup_iter": INT,
-        "ema_decay": FLOAT,
-        "ema_power": FLOAT,
+        "warmup_iter": ranged(int, -1),  # -1: no warm-up
+        "ema_decay": FRACTION,  # 0: no EMA
+        "ema_power": POSITIVE,
         "grad_clip": BOOL,
-        "grad_clip_max_norm": FLOAT,
+        "grad_clip_max_norm": POSITIVE,
         "losses": ListOf(FreeMap(required=("type", "loss_weight")), min_len=1),
         "dynamic_loss_scheduling": DLS,
         "training_automations": AUTOMATIONS,
@@ -192,7 +227,7 @@ TRAIN = Struct(
 METRIC = Struct(
     {
         "type": Scalar(str, choices=("calculate_psnr", "calculate_ssim")),
-        "crop_border": INT,
+        "crop_border": COUNT0,
         "test_y_channel": BOOL,
         "better": Scalar(str, choices=("higher", "lower")),
     },
@@ -202,18 +237,18 @@ METRIC = Struct(
 VAL = Struct(
     {
         "val_enabled": BOOL,
-        "val_freq": INT,
+        "val_freq": COUNT0,  # 0 is refused when validation is on (config._check_rules)
         "save_img": BOOL,
         "metrics_enabled": BOOL,
         "metrics": MapOf((("", METRIC),)),
-        "tile_size": INT,
+        "tile_size": COUNT0,  # 0: whole images
     }
 )
 
 LOGGER = Struct(
     {
-        "print_freq": INT,
-        "save_checkpoint_freq": INT,
+        "print_freq": COUNT1,
+        "save_checkpoint_freq": COUNT1,
         "save_checkpoint_format": Scalar(str, choices=("safetensors", "pth")),
         "use_tb_logger": BOOL,
     }
@@ -231,10 +266,10 @@ PATH = Struct(
 ROOT = Struct(
     {
         "name": STR,
-        "scale": INT,
-        "num_gpu": Either((Scalar(str, choices=("auto",)), INT)),
+        "scale": ranged(int, 1, 8),
+        "num_gpu": Either((Scalar(str, choices=("auto",)), COUNT0)),
         "path": PATH,
-        "manual_seed": INT,
+        "manual_seed": ranged(int, 0, 2**63 - 1),
         "deterministic": BOOL,
         "use_amp": BOOL,
         "amp_bf16": BOOL,

@@ -38,8 +38,9 @@ def test_unexpected_error_prints_a_log_path_not_a_traceback(monkeypatch, tmp_pat
     assert result.exit_code == 1
     assert "unexpected ZeroDivisionError: something deep broke" in result.output
     assert "Traceback" not in result.output
-    log = tmp_path / "autosr-crash.log"
+    (log,) = tmp_path.glob("autosr-crash-*.log")  # a private file of its own, not a fixed shared name
     assert str(log) in result.output.replace("\n", "") and "Traceback" in log.read_text()
+    assert log.stat().st_mode & 0o077 == 0
 
 
 def test_presets_lists_real_parameter_counts():

@@ -256,3 +256,14 @@ def test_set_keys_new_to_the_plan_join_their_section(profile):
     assert loaded == plan.tree()
     assert loaded["datasets"]["train"]["prefetch_mode"] == "cuda" and loaded["datasets"]["train"]["name"]
     assert loaded["train"]["optim_g"]["eps"] == 1e-8 and loaded["train"]["optim_g"]["lr"]
+
+
+def test_fork_flavour_refuses_a_key_the_fork_rejects(profile):
+    # the fork's TrainOptions has no grad_clip_max_norm (docs/trainner-schema.md): a file with it would not load there
+    with pytest.raises(AutosrError) as err:
+        make_plan(fake_profile(GPU_24GB), profile, arch="paragonsr2_nano", val=val_for(profile),
+                  overrides=["train.grad_clip_max_norm=5.0"])
+    assert "initial_threshold" in str(err.value)
+    upstream = make_plan(fake_profile(GPU_24GB), profile, arch="paragonsr2_nano", val=val_for(profile),
+                         overrides=["train.grad_clip_max_norm=5.0"], flavor="upstream")
+    assert upstream.get("train.grad_clip_max_norm") == 5.0

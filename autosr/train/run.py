@@ -30,7 +30,7 @@ err = Console(stderr=True, highlight=False)
 
 def train_from_file(
     config_path: Path, *, out_dir: Path, resume: bool | None, overrides: list[str], dry_run: bool, quiet: bool = False,
-    time_budget: float | None = None, spent: float = 0.0,
+    time_budget: float | None = None, spent: float = 0.0, explain: bool = False,
 ) -> int:
     """`time_budget`: seconds for the whole command (None: the plan's budget, if init set one);
     `spent`: seconds of it already used before this call (the CLI passes its process's age)."""
@@ -40,7 +40,7 @@ def train_from_file(
     from autosr.train.trainer import Trainer  # torch-heavy: imported once the config is known good
 
     if dry_run:
-        return _dry_run(cfg, dist)
+        return _dry_run(cfg, dist, explain)
 
     run_dir = out_dir / cfg.name
     folder = RunFolder(run_dir)
@@ -65,6 +65,8 @@ def train_from_file(
     journal = Journal(folder.events if dist.is_main else None)
     # Built first: it reads every image header, so bad data fails before the run folder is touched.
     trainer = Trainer(cfg, run_dir, dist, journal, quiet=quiet, budget=budget)
+    if explain and dist.is_main:
+        _print_explain(trainer)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_run_files(cfg, folder, config_path, overrides, first=not resume)
@@ -144,10 +146,25 @@ def _fit_with_interrupts(trainer: Any) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
-def _dry_run(cfg: RunConfig, dist: Any) -> int:
+def _print_explain(trainer: Any) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="runtime scheduler: settings and their reasons", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("automation", style="cyan", overflow="fold", ratio=2)
+    table.add_column("setting", overflow="fold", ratio=2)
+    table.add_column("value (reason)", style="dim", overflow="fold", ratio=6)
+    for automation, setting, value in trainer.explain():
+        table.add_row(automation, setting, value)
+    err.print(table)
+
+
+def _dry_run(cfg: RunConfig, dist: Any, explain: bool = False) -> int:
     from autosr.train.trainer import Trainer
 
     trainer = Trainer(cfg, None, dist, Journal(None), quiet=True)
+    if explain:
+        _print_explain(trainer)
     trainer.fit(max_steps=1)
     err.print(f"[green]dry run ok[/green]: {cfg.source}", markup=True)
     for topic, text in trainer.describe():

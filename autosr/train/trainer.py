@@ -253,6 +253,15 @@ class Trainer:
             raise AutosrError("two automations share a state key", "each automation needs its own name")
         return built, notes
 
+    def explain(self) -> list[tuple[str, str, str]]:
+        """(automation, setting, value with its reason) for every scheduler setting of this run."""
+        from autosr.schedule import describe
+
+        dls, autos = self.s.dynamic_loss_scheduling or None, self.s.training_automations or None
+        if dls is None and autos is None:
+            return [("scheduler", "off", "the config has no dynamic_loss_scheduling / training_automations section")]
+        return describe(self.run_info(), dls, autos)
+
     def _complexity(self) -> float:
         """Dataset complexity of one training batch (runtime-scheduler.md's formula), 0..1."""
         from autosr.dataset import image_complexity
