@@ -278,3 +278,28 @@ def test_unreadable_files_are_named_even_as_root(tmp_path):
     assert result.exit_code == 0, result.output
     assert "cannot read events.jsonl" in result.output and "config.yml: cannot read" in result.output and "34.0000" in result.output
     assert "100 of ?" in result.output  # without config.yml the planned length is unknown, and said so
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome") if os.path.exists(p)), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium)")
+def test_the_page_opens_in_a_real_browser(tmp_path):
+    """Headless Chromium renders report.html to a PNG that is not blank (charts, text, colour)."""
+    import subprocess
+
+    from PIL import Image, ImageStat
+
+    fake_run(tmp_path / "run")
+    assert runner.invoke(app, ["report", str(tmp_path / "run")]).exit_code == 0
+    png = tmp_path / "page.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600", f"--screenshot={png}",
+                    (tmp_path / "run" / "report.html").as_uri()], capture_output=True, timeout=120)
+    image = Image.open(png).convert("RGB")
+    spread = ImageStat.Stat(image).stddev
+    assert image.size == (1200, 1600) and min(spread) > 10  # a blank page has no spread
+    colours = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=32).getcolors()
+    assert colours is not None and len(colours) > 8  # text, grid, several series colours
