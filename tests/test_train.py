@@ -218,7 +218,10 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, pair_set):
 def test_two_process_ddp_run_on_cpu(tmp_path, pair_set):
     """torchrun with 2 ranks (gloo): one run folder written by rank 0, both ranks finish."""
     pytest.importorskip("torch.distributed.run")
-    config = make_config(tmp_path, pair_set, 12, ["val.val_freq=12", "logger.print_freq=4"])
+    # the scheduler acts within 32 steps: DLS (sampled every 8) after its 4-iteration baseline, the LR plateau
+    config = make_config(tmp_path, pair_set, 32, ["val.val_freq=4", "logger.print_freq=8",
+                                                  "train.dynamic_loss_scheduling.baseline_iterations=4",
+                                                  "train.training_automations.IntelligentLearningRateScheduler.plateau_patience=2"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         # --standalone: torch picks a free port, so two test runs on one machine never collide
@@ -229,8 +232,12 @@ def test_two_process_ddp_run_on_cpu(tmp_path, pair_set):
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "runs" / "t"
     train = metrics(run)
-    assert [r["iter"] for r in train] == [4, 8, 12]  # one writer, not two
-    assert train[0]["samples_s"] > 0 and (run / "models" / "net_g_12.safetensors").exists()
+    assert [r["iter"] for r in train] == [8, 16, 24, 32]  # one writer, not two
+    assert train[0]["samples_s"] > 0 and (run / "models" / "net_g_32.safetensors").exists()
+    events = read_journal(run / "events.jsonl")
+    assert any(e["key"] == "loss_weight.ssim" for e in events)  # DLS acted (on step stats averaged over ranks)
+    # every validation point compared the ranks' weights and knobs: identical, after the scheduler's decisions
+    assert any(e["key"] == "ranks_agree" and e["new"] == 2 for e in events)
 
 
 def test_pretrained_weights_saved_images_and_overridden_hints(tmp_path, pair_set):

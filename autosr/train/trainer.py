@@ -199,6 +199,7 @@ class Trainer:
         self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
         self.bad_run = torch.zeros((), dtype=torch.long, device=self.device)
         self.rollbacks = 0
+        self._ranks_agree_said = False
         self.phase: str | None = None
         self.last_stats: StepStats | None = None
         tb_dir = self.folder.tb if (self.folder and s.use_tb_logger) else None
@@ -602,6 +603,28 @@ class Trainer:
                 self.next_val = self.iteration + self.val_freq
             if stop and self.stop_reason is None:
                 self.stop_reason = "rank 0 stopped the run"
+        self._check_ranks_agree()
+
+    def _check_ranks_agree(self) -> None:
+        """Every validation point under DDP: the ranks' weights, LR factor and loss weights must be
+        the same (a fingerprint, all-reduced as max and min). Divergence is a bug: stop loudly."""
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            weights = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum()
+            fingerprint = torch.stack([weights, self.loss_weights.double().sum(),
+                                       torch.tensor(self.lr_scale, dtype=torch.float64, device=self.device)])
+        high, low = fingerprint.clone(), fingerprint.clone()
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        spread = float((high - low).abs().max())
+        if spread > 1e-6 * max(1.0, float(high.abs().max())):
+            raise AutosrRuntimeError(f"the {self.dist.world_size} ranks diverged at iteration {self.iteration} "
+                                     f"(weights/knobs fingerprints differ by {spread:.3g})", "please report it: this is a bug")
+        if self.dist.is_main and not self._ranks_agree_said:
+            self._ranks_agree_said = True
+            self._event("trainer", "ranks_agree", None, self.dist.world_size,
+                        "weights, LR factor and loss weights identical on every rank (checked at every validation)")
 
     def _validate_main(self) -> None:
         assert self.validator is not None
