@@ -571,10 +571,15 @@ class Trainer:
                             "autosr samples crops endlessly: there are no epochs to enlarge"))
         if self.s.save_checkpoint_format == "pth":
             out.append(Note("logger.save_checkpoint_format", "not used", "models are written as safetensors (loads everywhere .pth does)"))
+        from autosr.train.launch import launch_note
+
+        launched = launch_note()
         num_gpu = self.s.runtime.num_gpu
-        if isinstance(num_gpu, int) and num_gpu != self.dist.world_size:
-            out.append(Note("num_gpu", "not used", f"{self.dist.world_size} process(es) run: "
-                                                     f"start several GPUs with torchrun --nproc_per_node {num_gpu}"))
+        if launched is not None:
+            out.append(launched)  # how many processes `autosr train` started, and why
+        elif isinstance(num_gpu, int) and num_gpu != self.dist.world_size:
+            out.append(Note("num_gpu", self.dist.world_size, f"num_gpu: {num_gpu} asked for, {self.dist.world_size} "
+                                                              "process(es) run (--gpus or CUDA_VISIBLE_DEVICES limit it)"))
         return out
 
     def _validate(self) -> None:
