@@ -159,12 +159,21 @@ def train(
     explain: Annotated[bool, typer.Option(
         "--explain", help="Print the runtime scheduler's settings and per-phase values, with reasons, before training "
                           "(with --dry-run: and stop).")] = False,
+    gpus: Annotated[int | None, typer.Option(
+        "--gpus", min=1, help="Train on at most this many GPUs (default: num_gpu in the YAML; auto = every visible GPU). "
+                              "Several GPUs: one process each, started by autosr.")] = None,
 ) -> None:
     """Train the model the YAML describes, leaving a run folder with checkpoints, metrics and the decision journal."""
     from autosr.train.budget import parse_duration, since_process_start
+    from autosr.train.launch import maybe_launch
     from autosr.train.run import train_from_file
 
     seconds = parse_duration(time) if time is not None else None
+    launched = maybe_launch(config, sets or [], gpus, dry_run=dry_run, argv=sys.argv[1:])
+    if launched is not None:  # the ranks ran in their own processes: this is their exit code
+        if launched:
+            raise typer.Exit(launched)
+        return
     code = train_from_file(config, out_dir=out, resume=resume, overrides=sets or [], dry_run=dry_run,
                            time_budget=seconds, spent=since_process_start(), explain=explain)
     if code:
@@ -208,6 +217,60 @@ def presets() -> None:
     from autosr.presets_view import print_presets
 
     print_presets()
+
+
+@app.command()
+@guarded
+def upscale(
+    model: Annotated[Path, typer.Argument(
+        metavar="MODEL", help="A model file (.safetensors) or a run folder (its best model, else the newest).")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="An image, or a folder of images (recursively).")],
+    output: Annotated[Path, typer.Argument(
+        metavar="OUTPUT", help="A .png file for one image, else a folder: sub-folders and names are kept, as PNG.")],
+    tile: Annotated[int | None, typer.Option(
+        "--tile", help="Tile side in input pixels (default: from free GPU memory; 512 on the CPU). Tiles overlap: no seams.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda when available).")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Half precision (CUDA only).")] = False,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 (CUDA only).")] = False,
+) -> None:
+    """Upscale images with a trained model. Colour goes through the model; an alpha channel is upscaled apart with
+    bicubic interpolation. Grayscale stays grayscale, 16-bit stays 16-bit; inputs are never overwritten;
+    unreadable files are skipped and listed (exit 1)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from autosr.upscale import upscale as run_upscale
+
+    result, info = run_upscale(model, input_path, output, tile=tile, device=device, fp16=fp16, bf16=bf16)
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"{len(result.done)} image(s) upscaled ×{info.scale} with {escape(str(info.path))} → {escape(str(output))}")
+    if result.failed:
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(f"[red]{len(result.failed)} file(s) skipped:[/red]")
+        for path, why in result.failed:
+            err.print(f"  {escape(str(path))}: {escape(why)}")
+        raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def export(
+    model: Annotated[Path, typer.Argument(metavar="RUN_DIR|MODEL", help="A run folder (its best model, else the newest) or a model file.")],
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Write ONNX here (fp32), verified with onnxruntime.")] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (17 or newer).")] = 17,
+    static: Annotated[tuple[int, int] | None, typer.Option(
+        "--static", metavar="H W", help="A fixed 1×C×H×W input instead of dynamic batch, height and width.")] = None,
+    safetensors: Annotated[Path | None, typer.Option(
+        "--safetensors", help="Write a standalone model file with its metadata here; a folder gets "
+                              "{scale}x_{name}_{variant}_{iter/1000}k.safetensors.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The model's name in that file name (default: the run's).")] = None,
+) -> None:
+    """Export a trained model: ONNX with dynamic height and width (checked against PyTorch at two sizes, max abs
+    difference printed, exit 1 above 1e-4), and/or a shareable .safetensors copy."""
+    from autosr.export import export as run_export
+
+    run_export(model, onnx_path=onnx, opset=opset, static=static, safetensors_path=safetensors, name=name,
+               say=typer.echo)
 
 
 if __name__ == "__main__":

@@ -71,3 +71,21 @@ def test_ema_decay_zero_trains_without_ema_and_saves(tmp_path, pair_set):
     # resuming a no-EMA run works too
     assert train_from_file(config, out_dir=tmp_path / "runs", resume=None, overrides=["train.total_iter=8"],
                            dry_run=False, quiet=True) == 0
+
+
+def test_a_trained_model_file_alone_rebuilds_the_network(tmp_path, pair_set):
+    import torch
+
+    from autosr.model_file import load_model
+
+    tree = minimal(*pair_set, ema_decay=0.999)
+    tree["val"]["metrics_enabled"] = True
+    tree["val"]["metrics"] = {"psnr": {"type": "calculate_psnr", "crop_border": 2}}
+    config = tmp_path / "hand.yml"
+    config.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    assert train_from_file(config, out_dir=tmp_path / "runs", resume=None, overrides=[], dry_run=False, quiet=True) == 0
+    models = RunFolder(tmp_path / "runs" / "hand").models
+    for name in ("net_g_best.safetensors", "net_g_6.safetensors", "net_g_ema_6.safetensors"):
+        model, info = load_model(models / name)  # no YAML: the file describes itself
+        out = model(torch.rand(1, 3, 12, 10))
+        assert out.shape == (1, 3, 24, 20) and info.scale == 2

@@ -11,25 +11,28 @@ from torch import nn
 OPSET = 17
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, opset: int = OPSET, in_chans: int = 3) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, *, opset: int = OPSET, in_chans: int = 3,
+                static: tuple[int, int] | None = None) -> Path:
     """Write `model` (LR → SR) to `path` as ONNX with input "input" and output "output".
 
     Uses the TorchScript-based exporter: it needs no onnxscript and records the shape arithmetic
-    (window padding, reshapes) symbolically, so one export serves every input size.
+    (window padding, reshapes) symbolically, so one export serves every input size. With
+    ``static=(h, w)`` the graph takes only 1×in_chans×h×w (what some TensorRT setups want).
     """
     path = Path(path)
     was_training = model.training
     model.eval()
     # An odd, non-multiple-of-8 size so no shape-dependent branch is specialised away.
-    example = torch.rand(1, in_chans, 19, 23, device=next(model.parameters()).device)
-    dims = {0: "batch", 2: "height", 3: "width"}
+    h, w = static or (19, 23)
+    example = torch.rand(1, in_chans, h, w, device=next(model.parameters()).device)
+    dims: dict[int, str] = {0: "batch", 2: "height", 3: "width"}
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
             torch.onnx.export(
                 model, (example,), str(path), dynamo=False, opset_version=opset,
                 input_names=["input"], output_names=["output"],
-                dynamic_axes={"input": dims, "output": dims},
+                dynamic_axes=None if static else {"input": dims, "output": dims},
             )
     finally:
         model.train(was_training)

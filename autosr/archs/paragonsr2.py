@@ -10,7 +10,7 @@ no Python loops over pixels or windows, so it runs under autocast, channels_last
 from __future__ import annotations
 
 import math
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -71,13 +71,17 @@ class MagicKernelSharp(nn.Module):
     sharp_v: torch.Tensor
     blur_h: torch.Tensor
     blur_v: torch.Tensor
+    alpha: torch.Tensor
 
     def __init__(self, *, scale: int, in_chans: int, alpha: float) -> None:
         super().__init__()
         self.scale = scale
-        self.alpha = float(min(max(alpha, 0.0), 1.0))
-        # Non-persistent buffers: they move with .to()/.half() but are constants of the code,
-        # so checkpoints carry only what trains.
+        # The sharpening strength is a persistent 0-dim buffer (state-dict key `base.alpha`), so that
+        # a model file alone determines the network. Files written before it existed lack the key:
+        # _load_from_state_dict then keeps the constructor's value (the variant's default).
+        self.register_buffer("alpha", torch.tensor(float(min(max(alpha, 0.0), 1.0))), persistent=True)
+        # The kernels are non-persistent buffers: they move with .to()/.half() but are constants of
+        # the code, so checkpoints carry only what trains, plus alpha.
         for name, taps, norm in (("sharp", SHARPEN_TAPS, 32.0), ("blur", BSPLINE_TAPS, 16.0)):
             kh, kv = _separable_kernels(taps, norm, in_chans)
             self.register_buffer(f"{name}_h", kh, persistent=False)
@@ -88,9 +92,22 @@ class MagicKernelSharp(nn.Module):
         # dtype (fp32 in mixed-precision training) and only the small detail carries bf16 error.
         with torch.autocast(device_type=x.device.type, enabled=False):
             sharp = _separable(x, self.sharp_h, self.sharp_v)
-            x = torch.lerp(x, sharp, self.alpha)  # x + alpha·(sharp − x)
+            x = torch.lerp(x, sharp, self.alpha.clamp(0.0, 1.0).to(dtype=x.dtype))  # x + alpha·(sharp − x)
             x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
             return _separable(x, self.blur_h, self.blur_v)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        key = prefix + "alpha"
+        absent = key not in state_dict
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if absent and key in missing_keys:  # an older file: keep the constructor's alpha
+            missing_keys.remove(key)
+        elif not absent:
+            with torch.no_grad():
+                self.alpha.clamp_(0.0, 1.0)
 
 
 # ---------------------------------------------------------------- detail path

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.fsutil import atomic_write, fsync_dir, is_temp_name, temp_name_for
-from autosr.train.safetensors_io import save_safetensors
+from autosr.train.safetensors_io import load_safetensors, save_safetensors
 
 log = logging.getLogger("autosr.checkpoint")
 
@@ -177,10 +177,14 @@ class CheckpointStore:
         self.models_dir.mkdir(parents=True, exist_ok=True)
 
     def save(self, iteration: int, state: Mapping[str, Any], net_g: Mapping[str, Tensor],
-             net_g_ema: Mapping[str, Tensor] | None = None) -> Path:
-        """Write the weights, then the state (the completion mark), then prune. Returns the state path."""
+             net_g_ema: Mapping[str, Tensor] | None = None, metadata: Mapping[str, str] | None = None) -> Path:
+        """Write the weights, then the state (the completion mark), then prune. Returns the state path.
+
+        ``metadata`` (autosr.model_file.model_metadata) goes into both model files; ``iter`` is
+        always set to ``iteration``.
+        """
         self._ensure_dirs()
-        meta = {"iter": str(iteration)}
+        meta = {**(metadata or {}), "iter": str(iteration)}
         save_safetensors(net_g, self.model_path(iteration), meta)
         if net_g_ema is not None:
             save_safetensors(net_g_ema, self.model_path(iteration, ema=True), meta)
@@ -189,16 +193,19 @@ class CheckpointStore:
         return path
 
     def mark_best(self, iteration: int, metrics: Mapping[str, float] | None = None,
-                  weights: Mapping[str, Tensor] | None = None) -> Path:
+                  weights: Mapping[str, Tensor] | None = None, metadata: Mapping[str, str] | None = None) -> Path:
         """Make ``iteration``'s weights ``net_g_best.safetensors`` and record it in ``best.json``.
 
         Without ``weights`` the saved files of that iteration are used (EMA first, else plain) and
         hard-linked (copied where links are impossible); with ``weights`` they are written directly,
-        for a validation that falls between two checkpoints.
+        for a validation that falls between two checkpoints. With ``metadata`` the best file is
+        written with it (``iter`` set to ``iteration``): from ``weights``, else from the saved file's
+        tensors (a rewrite, not a link, since the metadata differs).
         """
         self._ensure_dirs()
+        meta = {**(metadata or {}), "iter": str(iteration)}
         if weights is not None:
-            save_safetensors(weights, self.best_model_path, {"iter": str(iteration)})
+            save_safetensors(weights, self.best_model_path, meta)
             source = "weights"
         else:
             candidates = [self.model_path(iteration, ema=True), self.model_path(iteration)]
@@ -206,7 +213,10 @@ class CheckpointStore:
             if src is None:
                 raise AutosrRuntimeError(f"no saved weights for iteration {iteration} in {self.models_dir}",
                                          "pass the weights to mark_best, or save that iteration first")
-            _link_or_copy(src, self.best_model_path)
+            if metadata is None:
+                _link_or_copy(src, self.best_model_path)
+            else:
+                save_safetensors(load_safetensors(src), self.best_model_path, meta)
             source = src.name
         record = {"iter": iteration, "metrics": {k: float(v) for k, v in (metrics or {}).items()},
                   "source": source}

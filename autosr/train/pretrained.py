@@ -34,7 +34,8 @@ def load_pretrained(model: torch.nn.Module, path: Path, *, param_key: str | None
     """Load weights into `model`; returns a line for the journal. Mismatches are errors naming keys."""
     weights = read_weights(path, param_key)
     own = model.state_dict()
-    missing = [k for k in own if k not in weights]
+    # base.alpha (a constant the variant fixes) is absent from files written before it was stored
+    missing = [k for k in own if k not in weights and not k.endswith("base.alpha")]
     unexpected = [k for k in weights if k not in own]
     wrong = [k for k in own if k in weights and weights[k].shape != own[k].shape]
     if wrong:

@@ -805,15 +805,28 @@ class Trainer:
     def save(self, *, best: bool = False, final: bool = False) -> None:
         if self.run_dir is None or not self.dist.is_main:
             return
+        from autosr.model_file import model_metadata
+
         store = ckpt.CheckpointStore(self.run_dir)
+        best_metrics = {k: v[0] for k, v in self.best.items()}
+        # every model file describes itself: a file alone rebuilds the network (docs/model-files.md)
+        meta = model_metadata(self.s.network, iteration=self.iteration, metrics=best_metrics or None,
+                              training=self._training_summary())
         if best:
-            store.mark_best(self.iteration, metrics={k: v[0] for k, v in self.best.items()},
-                            weights=self.eval_model.state_dict())
+            store.mark_best(self.iteration, metrics=best_metrics, weights=self.eval_model.state_dict(), metadata=meta)
             return
         if not final and int(self.bad_run) > 0:
             return  # mid-divergence: keep the last checkpoint a good one to roll back to
         ema = self.ema.module.state_dict() if self.ema is not None else None
-        store.save(self.iteration, self.state(), net_g=self.model.state_dict(), net_g_ema=ema)
+        store.save(self.iteration, self.state(), net_g=self.model.state_dict(), net_g_ema=ema, metadata=meta)
+
+    def _training_summary(self) -> dict[str, Any]:
+        """The run's hyperparameters, stored in every model file it writes."""
+        s = self.s
+        return {"name": s.name, "scale": s.scale, "total_iter": self.total_iter, "batch_size_per_gpu": self.batch_size,
+                "accum_iter": self.accum, "lq_size": s.data.lq_size, "optimizer": s.optimizer.type, "lr": s.optimizer.lr,
+                "warmup_iter": s.schedule.warmup_iter, "ema_decay": s.ema_decay, "precision": self.precision.label,
+                "losses": [{"type": t.type, "loss_weight": t.weight} for t in self.losses], "world_size": self.dist.world_size}
 
 
 def _check_dataroots(s: Settings) -> None:

@@ -1,0 +1,96 @@
+"""`autosr export`: ONNX matches PyTorch at two sizes; the standalone safetensors copy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from autosr.archs import build_network
+from autosr.archs.paragonsr2 import VARIANTS
+from autosr.cli import app
+from autosr.errors import AutosrError
+from autosr.export import TOLERANCE, export
+from autosr.model_file import load_model, model_metadata
+from autosr.train.safetensors_io import read_safetensors_metadata, save_safetensors
+
+pytest.importorskip("onnxruntime")
+
+
+def _model_file(path, variant="nano", scale=2, iteration=40000, alpha=None):
+    opts = {"type": f"paragonsr2_{variant}", "scale": scale}
+    model = build_network(opts)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        if alpha is not None:
+            model.base.alpha.fill_(alpha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model.state_dict(), path, model_metadata(opts, iteration=iteration, metrics={"psnr": 30.0}))
+    return path
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_onnx_of_nano_matches_pytorch_at_two_sizes(tmp_path, scale):
+    mpath = _model_file(tmp_path / "m.safetensors", "nano", scale, alpha=0.65)
+    lines: list[str] = []
+    result = export(mpath, onnx_path=tmp_path / "m.onnx", say=lines.append)
+    assert len(result.checks) == 2 and all(d <= TOLERANCE for _, d in result.checks)
+    assert sum("max abs difference" in line for line in lines) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "nano"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_onnx_of_every_variant_matches_pytorch(tmp_path, variant, scale):
+    result = export(_model_file(tmp_path / "m.safetensors", variant, scale), onnx_path=tmp_path / "m.onnx", say=lambda _: None)
+    assert all(d <= TOLERANCE for _, d in result.checks)
+
+
+def test_static_onnx(tmp_path):
+    import onnx
+
+    result = export(_model_file(tmp_path / "m.safetensors"), onnx_path=tmp_path / "s.onnx", static=(16, 20), say=lambda _: None)
+    assert [size for size, _ in result.checks] == [(16, 20)]
+    dims = [d.dim_value for d in onnx.load(str(tmp_path / "s.onnx")).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 16, 20]
+
+
+def test_standalone_safetensors_from_a_run_folder(tmp_path):
+    run = tmp_path / "my run"
+    _model_file(run / "models" / "net_g_best.safetensors", "nano", 2, iteration=42500, alpha=0.7)
+    out = tmp_path / "share"
+    out.mkdir()
+    result = export(run, safetensors_path=out, say=lambda _: None)
+    assert result.safetensors == out / "2x_my_run_nano_42k.safetensors"
+    meta = read_safetensors_metadata(result.safetensors)
+    assert meta["name"] == "my_run" and meta["iter"] == "42500" and meta["network_type"] == "paragonsr2_nano"
+    assert meta["best_metrics"] == '{"psnr": 30.0}'
+    copy, _ = load_model(result.safetensors)
+    original, _ = load_model(run / "models" / "net_g_best.safetensors")
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(copy(x), original(x))
+    named = export(run, safetensors_path=tmp_path / "x.safetensors", name="Mine", say=lambda _: None)
+    assert read_safetensors_metadata(named.safetensors)["name"] == "Mine"
+
+
+def test_refusals(tmp_path):
+    mpath = _model_file(tmp_path / "m.safetensors")
+    with pytest.raises(AutosrError, match="nothing to export"):
+        export(mpath)
+    with pytest.raises(AutosrError, match="is the model being exported"):
+        export(mpath, safetensors_path=mpath)
+    with pytest.raises(AutosrError, match="opset"):
+        export(mpath, onnx_path=tmp_path / "a.onnx", opset=13)
+
+
+def test_cli_export(tmp_path):
+    mpath = _model_file(tmp_path / "m.safetensors", "nano", 3)
+    res = CliRunner().invoke(app, ["export", str(mpath), "--onnx", str(tmp_path / "m.onnx"), "--safetensors", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("max abs difference") == 2
+    assert (tmp_path / "3x_m_nano_40k.safetensors").is_file()
+    bad = CliRunner().invoke(app, ["export", str(tmp_path / "missing.safetensors"), "--onnx", str(tmp_path / "x.onnx")])
+    assert bad.exit_code == 2 and "no such model file" in bad.output
