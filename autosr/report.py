@@ -170,6 +170,9 @@ def summarize(run: RunSummary) -> dict[str, Any]:
     """The run's summary as plain data: the `--json` output (docs/report-json.md)."""
     cfg = run.config
     total = _num(_section(cfg, "train").get("total_iter"))
+    refits = [_num(e.get("new")) for e in run.events if e.get("source") == "trainer" and e.get("key") == "train.total_iter"]
+    if refits and refits[-1] is not None:  # a time budget re-fitted the length to the measured speed
+        total = refits[-1]
     times = [t for t in (_num(e.get("time")) for e in run.events) if t is not None and t > 0]
     speeds = [s for s in (_num(r.get("samples_s")) for r in run.train) if s is not None]
     vram = [v for v in (_num(r.get("peak_vram_gib")) for r in run.train) if v is not None]

@@ -303,3 +303,13 @@ def test_the_page_opens_in_a_real_browser(tmp_path):
     assert image.size == (1200, 1600) and min(spread) > 10  # a blank page has no spread
     colours = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=32).getcolors()
     assert colours is not None and len(colours) > 8  # text, grid, several series colours
+
+
+def test_a_budget_refit_length_is_the_planned_one(tmp_path):
+    fake_run(tmp_path / "run", total=100, iters=10)
+    events = tmp_path / "run" / "events.jsonl"
+    with events.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"iter": 5, "time": time.time(), "source": "trainer", "key": "train.total_iter",
+                                 "old": 100, "new": 10, "reason": "time budget re-fit"}) + "\n")
+    summary = summarize(load_run(tmp_path / "run"))
+    assert summary["iterations"]["planned"] == 10
