@@ -173,6 +173,9 @@ def summarize(run: RunSummary) -> dict[str, Any]:
     refits = [_num(e.get("new")) for e in run.events if e.get("source") == "trainer" and e.get("key") == "train.total_iter"]
     if refits and refits[-1] is not None:  # a time budget re-fitted the length to the measured speed
         total = refits[-1]
+    ended = [_num(e.get("iter")) for e in run.events if e.get("key") == "time_budget"]
+    if ended and ended[-1] is not None:  # the budget ran out here: that was the run's length
+        total = ended[-1]
     times = [t for t in (_num(e.get("time")) for e in run.events) if t is not None and t > 0]
     speeds = [s for s in (_num(r.get("samples_s")) for r in run.train) if s is not None]
     vram = [v for v in (_num(r.get("peak_vram_gib")) for r in run.train) if v is not None]
