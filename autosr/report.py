@@ -135,11 +135,11 @@ def _state(run: RunSummary, total: int | None) -> dict[str, Any]:
     last = run.last_iter
     if "stop" in by_key:
         return {"code": "stopped", "text": f"stopped early at iteration {last}: {by_key['stop'].get('reason', '')}"}
-    if total and last >= total:
-        return {"code": "finished", "text": f"finished ({last} of {total} iterations)"}
     if "time_budget" in by_key:
         e = by_key["time_budget"]
         return {"code": "finished", "text": f"finished on its time budget ({e.get('old')}, took {e.get('new')}): {e.get('reason', '')}"}
+    if total and last >= total:
+        return {"code": "finished", "text": f"finished ({last} of {total} iterations)"}
     if not run.train and not run.val:
         return {"code": "empty", "text": "no training recorded yet"}
     if (RunFolder(run.folder).checkpoints / f"state_{last}.pt").is_file() and total and last < total:
