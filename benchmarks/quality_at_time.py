@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +39,10 @@ def run_setting(name: str, sets: list[str], args: argparse.Namespace, work: Path
     cli = [sys.executable, "-m", "autosr"]
     init = [*cli, "init", "--gt", str(data / "train/hr"), "--lq", str(data / "train/lr"),
             "--val-gt", str(data / "val/hr"), "--val-lq", str(data / "val/lr"), "--arch", args.arch,
-            "--time", args.time, "-o", str(config), "--force", "--name", name]
+            "-o", str(config), "--force", "--name", name]
+    # equal wall time (the product's promise), or equal iterations (what a setting does per step,
+    # free of the GPU's run-to-run speed spread)
+    init += ["--set", f"train.total_iter={args.iters}"] if args.iters else ["--time", args.time]
     for item in sets:
         init += ["--set", item]
     started = time.perf_counter()
@@ -51,6 +55,13 @@ def run_setting(name: str, sets: list[str], args: argparse.Namespace, work: Path
                           capture_output=True, text=True, env=env)
     train_s = time.perf_counter() - started
     (folder / "train.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+    if args.keep:
+        keep = Path(args.keep)
+        keep.mkdir(parents=True, exist_ok=True)
+        run_dir = RunFolder(folder / "runs" / name)
+        for source, suffix in ((run_dir.metrics, "metrics.jsonl"), (run_dir.events, "events.jsonl"), (folder / "train.log", "train.log")):
+            if source.is_file():
+                shutil.copyfile(source, keep / f"{args.arch}_{name}_{suffix}")
     if done.returncode:
         return {"setting": name, "error": f"train failed: {done.stderr.strip()[-400:]}"}
     run = RunFolder(folder / "runs" / name)
@@ -87,6 +98,8 @@ def main() -> None:
     parser.add_argument("--time", default="3m", help="wall-clock budget of each run")
     parser.add_argument("--setting", action="append", default=[],
                         help="NAME=key=value,key=value (NAME= alone: zero-config); repeatable")
+    parser.add_argument("--iters", type=int, help="equal iterations instead of equal time: every run trains this many")
+    parser.add_argument("--keep", help="copy each run's metrics.jsonl, events.jsonl and train.log here (flat names)")
     parser.add_argument("--work", default="/tmp/quality_at_time")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -96,20 +109,22 @@ def main() -> None:
         name, _, rest = spec.partition("=")
         sets = [s for s in rest.split(",") if s]
         result = run_setting(name, sets, args, Path(args.work) / args.arch)
-        result["budget_s"] = budget
+        result["budget_s"] = None if args.iters else budget
         results.append(result)
         print(json.dumps(result), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
-    print(f"\n{args.arch}, budget {args.time} ({budget:.0f} s), held-out PSNR on {args.data}/val")
-    print("| setting | batch | lr | warm-up | compile | iters | train s | PSNR best | vs bicubic |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    length = f"{args.iters} iterations each" if args.iters else f"budget {args.time} ({budget:.0f} s)"
+    print(f"\n{args.arch}, {length}, held-out PSNR on {args.data}/val")
+    print("| setting | batch | lr | warm-up | compile | iters | train s | PSNR best | PSNR final | vs bicubic |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             print(f"| {r['setting']} | {r['error'][:80]} |")
             continue
-        print(f"| {r['setting']} | {r['batch']} | {r['lr']:.1e} | {r['warmup']} | {r['compile']} | {r['iterations']} | "
-              f"{r['train_s']:.0f} ({r['train_s'] / budget:.1%}) | {r['best_psnr']:.3f} | {r['gain_db']:+.3f} dB |")
+        took = f"{r['train_s']:.0f}" + ("" if args.iters else f" ({r['train_s'] / budget:.1%})")
+        print(f"| {r['setting']} | {r['batch']} | {r['lr']:.1e} | {r['warmup']} | {r['compile']} | {r['iterations']} | {took} | "
+              f"{r['best_psnr']:.3f} | {r['final_psnr']:.3f} | {r['gain_db']:+.3f} dB |")
 
 
 if __name__ == "__main__":

@@ -87,11 +87,7 @@ def timed_steps(trainer: Trainer, steps: int) -> float:
     sync()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._set_lr()
-        stats = trainer._step()
-        trainer.iteration += 1
-        for automation in trainer.automations:  # the runtime scheduler, as fit() runs it
-            automation.after_step(stats, trainer)
+        trainer.train_step()  # what fit() runs per iteration, the runtime scheduler included
     sync()
     return time.perf_counter() - start
 
@@ -116,8 +112,9 @@ def main() -> None:
         "--force-loader", action="store_true", help="stream from disk with workers instead of the cache"
     )
     parser.add_argument("--ssim", action="store_true", help="L1 + 0.05 SSIM, as the presets train (default: L1)")
-    parser.add_argument("--schedule", action="store_true",
-                        help="the runtime scheduler on (DLS + every automation, as init plans them)")
+    parser.add_argument("--schedule", nargs="?", const="all", default="",
+                        help="the runtime scheduler on: all of it (DLS + every automation, as init plans them) "
+                             "or a comma list of names (dynamic_loss_scheduling, AdaptiveGradientClipping, …)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -142,8 +139,9 @@ def main() -> None:
     if args.schedule:
         from autosr.schedule import AUTOMATION_NAMES
 
-        tree["train"]["dynamic_loss_scheduling"] = {"enabled": True, "auto_calibrate": True}
-        tree["train"]["training_automations"] = {"enabled": True, **{n: {"enabled": True} for n in AUTOMATION_NAMES}}
+        chosen = set(AUTOMATION_NAMES) | {"dynamic_loss_scheduling"} if args.schedule == "all" else set(args.schedule.split(","))
+        tree["train"]["dynamic_loss_scheduling"] = {"enabled": "dynamic_loss_scheduling" in chosen, "auto_calibrate": True}
+        tree["train"]["training_automations"] = {"enabled": True, **{n: {"enabled": n in chosen} for n in AUTOMATION_NAMES}}
     cfg = validate(tree, "benchmark config")
     if args.force_loader:
         import autosr.train.trainer as trainer_module

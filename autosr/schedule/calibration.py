@@ -440,10 +440,19 @@ def calibrate_val_freq(section: Mapping[str, Any], run: RunInfo) -> ValFreqSetti
             return c
         return Calibrated(v, f"{c.reason}: {c.value} → {v}, within [total_iter/100, total_iter/10] = [{hard_lo}, {hard_hi}]", c.explicit)
 
-    lo = into_hard(pick(section, "min_freq", Calibrated(readable_interval(n / 50), f"at most ~50 validations in {n} iterations"),
-                        int, lambda v: v >= 1, "at least 1"))
-    hi = into_hard(pick(section, "max_freq", Calibrated(readable_interval(n / 20), f"at least ~20 validations in {n} iterations"),
-                        int, lambda v: v >= 1, "at least 1"))
+    if run.time_budget_s and run.val_freq > 0:
+        # A time budget planned the number of validations for their cost (~one per 30 s): adapt
+        # around it, ×2 either way; the trainer keeps their time within its share of the budget.
+        count = max(1, n // run.val_freq)
+        lo_default = Calibrated(readable_interval(run.val_freq / 2),
+                                f"time budget: at most ~{2 * count} validations (the plan's {count} ×2)")
+        hi_default = Calibrated(readable_interval(run.val_freq * 2),
+                                f"time budget: at least ~{max(1, count // 2)} validations (the plan's {count} ÷2)")
+    else:
+        lo_default = Calibrated(readable_interval(n / 50), f"at most ~50 validations in {n} iterations")
+        hi_default = Calibrated(readable_interval(n / 20), f"at least ~20 validations in {n} iterations")
+    lo = into_hard(pick(section, "min_freq", lo_default, int, lambda v: v >= 1, "at least 1"))
+    hi = into_hard(pick(section, "max_freq", hi_default, int, lambda v: v >= 1, "at least 1"))
     hi = hi if hi.value >= lo.value else Calibrated(lo.value, f"{hi.reason}; raised to min_freq", hi.explicit)
     start = min(hi.value, max(lo.value, run.val_freq)) if run.val_freq > 0 else 0
     start_c = Calibrated(start, "the configured val_freq" if start == run.val_freq else

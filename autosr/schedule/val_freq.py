@@ -1,7 +1,10 @@
 """AdaptiveValidationFrequency: validate more often while the metric moves, less when it is flat.
 
 About 20–50 validations per run: the interval stays within [min_freq, max_freq] (by default
-total_iter/50 … total_iter/20), and always within [total_iter/100, total_iter/10]. After each
+total_iter/50 … total_iter/20), and always within [total_iter/100, total_iter/10]. With a time
+budget, init planned the number of validations for their cost (~one per 30 s of budget): the
+bounds are that interval ÷2 … ×2, and the trainer turns a new interval into a number of
+validations over the rest of the (re-fitted) run, at most 15% of the time left. After each
 validation the metric's change since the previous one, scaled to the current interval, decides:
 a fast move (PSNR ≥ 0.1 dB) shortens the interval ×0.7, a flat one (< 0.01 dB) lengthens it ×1.5.
 """
@@ -50,7 +53,7 @@ class AdaptiveValidationFrequency(ScheduledAutomation):
         self.freq = s.start_freq.value
         if self.freq != run.val_freq:
             controls.set_val_freq(self.freq, f"val_freq {run.val_freq} is outside [{s.min_freq.value}, {s.max_freq.value}] "
-                                             f"(about 20–50 validations in {run.total_iter} iterations)")
+                                             f"({s.min_freq.reason}; {s.max_freq.reason})")
 
     def after_validation(self, stats: ValStats, controls: Controls) -> None:
         s, run = self.settings, self.run
@@ -63,7 +66,12 @@ class AdaptiveValidationFrequency(ScheduledAutomation):
         prev, self.prev = self.prev, (value, it)
         if prev is None or it <= prev[1]:
             return
-        per_interval = abs(value - prev[0]) * self.freq / (it - prev[1])
+        # The interval in force is the trainer's (a time budget re-spaces validations as the run's
+        # length is re-fitted); so are the bounds, scaled from the planned length to the current one.
+        current = stats.val_freq or self.freq
+        scale = stats.total_iter / run.total_iter if run.time_budget_s and stats.total_iter else 1.0
+        lo, hi = max(1, round(s.min_freq.value * scale)), max(1, round(s.max_freq.value * scale))
+        per_interval = abs(value - prev[0]) * current / (it - prev[1])
         scales = metric_scales(metric)
         fast, flat = (scales[1], scales[2]) if scales else (RELATIVE_SCALES[0] * abs(value), RELATIVE_SCALES[1] * abs(value))
         if per_interval >= fast:
@@ -72,10 +80,10 @@ class AdaptiveValidationFrequency(ScheduledAutomation):
             factor, why = s.slower.value, f"{metric} moved {fmt(per_interval)} per interval (< {fmt(flat)}): validate less often"
         else:
             return
-        new = min(s.max_freq.value, max(s.min_freq.value, readable_interval(self.freq * factor)))
-        if new == self.freq:
+        new = min(hi, max(lo, readable_interval(current * factor)))
+        if new == current:
             return
-        controls.set_val_freq(new, f"{why}; every {self.freq} → {new} iterations, within [{s.min_freq.value}, {s.max_freq.value}]")
+        controls.set_val_freq(new, f"{why}; every {current} → {new} iterations, within [{lo}, {hi}]")
         self.freq = new
 
     def state_dict(self) -> dict[str, Any]:

@@ -81,6 +81,10 @@ class TimeBudget:
     def elapsed(self) -> float:
         return self.clock() - self._start
 
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.seconds - self.elapsed)
+
     def mark(self, iteration: int, paused: float) -> None:
         """`iteration` steps are done now, and `paused` seconds of the run so far were not steps."""
         step_time = self.elapsed - paused
@@ -106,7 +110,7 @@ class TimeBudget:
         rate = self.rate()
         if rate is None:
             return max(iteration + 1, fallback)
-        return iteration + max(1, int(remaining * rate))
+        return iteration + int(remaining * rate)  # 0 when not even one more step fits
 
     def state_dict(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "spent": self.elapsed}

@@ -101,6 +101,8 @@ class ValStats:
     higher_is_better: dict[str, bool] = field(default_factory=dict)
     improved: tuple[str, ...] = ()  # metrics that reached a new best at this validation
     primary: str | None = None  # the metric that picks the best model
+    val_freq: int = 0  # the validation interval in force (with a time budget: the spacing of the ones left)
+    total_iter: int = 0  # the run's length now (a time budget re-fits it)
 
 
 class Controls(Protocol):

@@ -41,6 +41,9 @@ SCHEDULE_EVERY = 8
 # Self-healing: a step whose gradients are not finite is skipped (no update); this many in a row
 # roll the run back to its last checkpoint with the LR halved; after MAX_ROLLBACKS it stops.
 NONFINITE_IN_A_ROW = 10
+# With a time budget, validations (each with a checkpoint) may take at most this share of the time
+# left; more would be bought with training steps (a 9-photo validation on a CPU takes seconds).
+VAL_TIME_SHARE = 0.15
 MAX_ROLLBACKS = 3
 
 
@@ -187,6 +190,7 @@ class Trainer:
         # A time budget spreads this many validations over whatever length fits (as planned).
         self.planned_vals = max(1, s.total_iter // self.val_freq) if self.val_freq else 0
         self.vals_done = 0
+        self._val_anchor = (0, 0)  # (iteration, vals_done) from which the remaining validations are spread
         self.val_seconds: float | None = None  # measured cost of one validation + checkpoint
         self._baseline_s = 0.0  # the bicubic baseline's time: a first guess at a validation's
         self._refit_note_at = 0.0
@@ -285,28 +289,20 @@ class Trainer:
                 self._fit_to_budget()
             if self.iteration >= self.total_iter:
                 break
-            self._enter_phase()
-            lr = self._set_lr()
-            # 2. one optimiser step (gradient accumulation inside; CUDA OOM → smaller batch, same step)
-            stats = self._step_with_backoff()
-            self.last_stats = stats
-            self.iteration += 1
+            # 2. one optimiser step; the automations see it and may act through Controls
+            stats, lr = self.train_step()
             steps_done += 1
-            # 3. automations see the step and may act through Controls
-            for automation in self.automations:
-                if stats.iteration % automation.step_interval == 0:
-                    automation.after_step(stats, self)
-            # 4. log
+            # 3. log
             self.progress.update(self.iteration)
             if self.iteration % self.print_freq == 0 or self.iteration == self.total_iter:
                 self._log(stats, lr)
                 self._heal()
-            # 5. validate and checkpoint
+            # 4. validate and checkpoint
             if self.val_freq and (self.iteration >= self.next_val or self.iteration == self.total_iter):
                 self._validate()
             if self.iteration % self.save_freq == 0 and self.iteration < self.total_iter and self.budget is None:
                 self.save()
-            # 6. Ctrl-C, an automation's stop, or a step budget (tests, --dry-run): save and leave
+            # 5. Ctrl-C, an automation's stop, or a step budget (tests, --dry-run): save and leave
             if self._should_leave() or (max_steps is not None and steps_done >= max_steps):
                 break
         if self.budget is not None and self.iteration >= self.total_iter and self.val_freq and self.next_val <= self.iteration:
@@ -352,7 +348,7 @@ class Trainer:
         if self.iteration > self._fit_start + 2:  # the first steps include compile and warm-up
             budget.mark(self.iteration, self.progress.paused + self._startup_seconds)
         vals_left = max(0, self.planned_vals - self.vals_done) if self.val_freq else 0
-        per_val = self.val_seconds if self.val_seconds is not None else max(0.01 * budget.seconds, 3 * self._baseline_s)
+        per_val = self._val_cost()
         upcoming = vals_left * per_val + (0.0 if self.val_freq else 0.01 * budget.seconds)
         old = self.total_iter
         fitted = budget.fit_total(self.iteration, fallback=old, upcoming=upcoming)
@@ -367,15 +363,60 @@ class Trainer:
         self.total_iter = fitted
         self.progress.total = self.total_iter
         if self.val_freq:
-            # validation points at k/N of the (re-fitted) run
-            k = self.vals_done + 1
-            self.next_val = max(self.iteration + 1, round(self.total_iter * k / self.planned_vals))
+            self.next_val = self._next_val_point()
         share = budget.elapsed / budget.seconds
         if share >= self._refit_note_at and budget.rate() is not None:
             self._refit_note_at = share + 0.1
             self._event("trainer", "train.total_iter", self.s.total_iter, self.total_iter,
                         f"time budget {format_duration(budget.seconds)}: {format_duration(budget.elapsed)} spent, "
                         f"{budget.rate():.2f} it/s measured → {self.total_iter} iterations end on time")
+
+    def _next_val_point(self) -> int:
+        """With a time budget, the validations still planned are spread evenly over the rest of the
+        (re-fitted) run, from the last point their number changed."""
+        start_it, start_k = self._val_anchor
+        left = max(1, self.planned_vals - start_k)
+        k = self.vals_done + 1 - start_k
+        return max(self.iteration + 1, start_it + round((self.total_iter - start_it) * k / left))
+
+    def _val_interval(self) -> int:
+        """Iterations between validations now: val_freq, or with a time budget the spacing of the
+        validations still planned over the rest of the (re-fitted) run."""
+        if self.budget is None or not self.val_freq:
+            return self.val_freq
+        start_it, start_k = self._val_anchor
+        return max(1, round((self.total_iter - start_it) / max(1, self.planned_vals - start_k)))
+
+    def _affordable_vals(self) -> int | None:
+        """How many more validations fit in VAL_TIME_SHARE of the budget left (None: no budget)."""
+        if self.budget is None:
+            return None
+        return max(1, int(VAL_TIME_SHARE * self.budget.remaining / max(self._val_cost(), 1e-6)))
+
+    def _val_cost(self) -> float:
+        """Seconds one validation (and its checkpoint) takes: measured, or guessed from the baseline."""
+        assert self.budget is not None
+        return self.val_seconds if self.val_seconds is not None else max(0.01 * self.budget.seconds, 3 * self._baseline_s)
+
+    def _respread_validations(self, count: int) -> None:
+        self.planned_vals = self.vals_done + max(1, count)
+        self._val_anchor = (self.iteration, self.vals_done)
+        self.next_val = self._next_val_point()
+
+    def _bound_validation_cost(self) -> None:
+        """With a time budget, validations may take at most VAL_TIME_SHARE of the time left: where
+        the ones still planned would take more (a slow CPU, a large validation set), fewer are made."""
+        affordable = self._affordable_vals()
+        left = self.planned_vals - self.vals_done
+        if affordable is None or not self.val_freq or left <= affordable:
+            return
+        assert self.budget is not None
+        per_val = self._val_cost()
+        self._respread_validations(affordable)
+        self._event("trainer", "val.count", left, affordable,
+                    f"a validation takes ~{per_val:.1f} s ({'measured' if self.val_seconds is not None else 'estimated'}); "
+                    f"{left} more would take over {VAL_TIME_SHARE:.0%} of the {format_duration(self.budget.remaining)} left "
+                    f"of the time budget: {affordable} more, spread over the rest of the run")
 
     def _should_leave(self) -> bool:
         """Single process: at once. Under DDP every rank must leave after the same step or the
@@ -395,6 +436,20 @@ class Trainer:
         return False
 
     # ---- one step ------------------------------------------------------------------------------
+
+    def train_step(self) -> tuple[StepStats, float]:
+        """One iteration as fit() runs it (benchmarks time this): phase, LR, the optimiser step
+        (gradient accumulation inside; CUDA OOM → smaller batch, same step), then the automations
+        due at this iteration. Returns the step's statistics and its LR."""
+        self._enter_phase()
+        lr = self._set_lr()
+        stats = self._step_with_backoff()
+        self.last_stats = stats
+        self.iteration += 1
+        for automation in self.automations:
+            if stats.iteration % automation.step_interval == 0:
+                automation.after_step(stats, self)
+        return stats, lr
 
     def _step_with_backoff(self) -> StepStats:
         while True:
@@ -553,6 +608,8 @@ class Trainer:
             started = time.perf_counter()
             base = self.validator.bicubic()
             self._baseline_s = time.perf_counter() - started
+            if self.dist.world_size == 1:  # under DDP the first measured validation bounds it (broadcast)
+                self._bound_validation_cost()
             self._write_metrics({"iter": 0, "kind": "baseline", "method": "bicubic", **base})
             self.progress.message("bicubic baseline: " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()))
         self.progress.start(self.iteration)
@@ -597,12 +654,14 @@ class Trainer:
         import torch.distributed as dist
 
         knobs = torch.tensor([self.lr_scale, self.clip_threshold, float(self.clip), float(self.val_freq),
-                              float(self.stop_reason is not None)], dtype=torch.float64, device=self.device)
+                              float(self.stop_reason is not None), float(self.planned_vals), *map(float, self._val_anchor)],
+                             dtype=torch.float64, device=self.device)
         dist.broadcast(knobs, 0)
         dist.broadcast(self.loss_weights, 0)
         if not self.dist.is_main:
-            lr_scale, clip_threshold, clip, val_freq, stop = knobs.tolist()
+            lr_scale, clip_threshold, clip, val_freq, stop, planned_vals, anchor_it, anchor_k = knobs.tolist()
             self.lr_scale, self.clip_threshold, self.clip = lr_scale, clip_threshold, bool(clip)
+            self.planned_vals, self._val_anchor = int(planned_vals), (int(anchor_it), int(anchor_k))
             if int(val_freq) != self.val_freq:
                 self.val_freq = int(val_freq)
                 self.next_val = self.iteration + self.val_freq
@@ -654,8 +713,9 @@ class Trainer:
         spent = time.perf_counter() - started
         self.val_seconds = spent if self.val_seconds is None else 0.5 * (self.val_seconds + spent)
         self.progress.paused += spent
+        self._bound_validation_cost()
         stats = ValStats(self.iteration, result.values, result.best, result.higher_is_better, result.improved,
-                         self.validator.primary)
+                         self.validator.primary, val_freq=self._val_interval(), total_iter=self.total_iter)
         for automation in self.automations:
             automation.after_validation(stats, self)
 
@@ -726,8 +786,18 @@ class Trainer:
         self._apply_batch_size(max(1, int(batch_size)), reason)
 
     def set_val_freq(self, val_freq: int, reason: str) -> None:
-        self._event("automation", "val_freq", self.val_freq, int(val_freq), reason)
-        self.val_freq = int(val_freq)
+        val_freq = max(1, int(val_freq))
+        if self.budget is not None and self.vals_done:
+            # With a time budget the run's length moves: the new interval becomes a number of
+            # validations over the rest of the run, within the budget's share for validations.
+            wanted = max(1, round((self.total_iter - self.iteration) / val_freq))
+            affordable = self._affordable_vals() or wanted
+            count = min(wanted, affordable)
+            reason += (f"; time budget: {count} more validation(s) over the {self.total_iter - self.iteration} iterations left"
+                       + (f" (at most {affordable} fit in {VAL_TIME_SHARE:.0%} of the time left)" if count < wanted else ""))
+            self._respread_validations(count)
+        self._event("automation", "val_freq", self.val_freq, val_freq, reason)
+        self.val_freq = val_freq
 
     def stop(self, reason: str) -> None:
         self.stop_reason = reason
@@ -759,6 +829,7 @@ class Trainer:
             "val_freq": self.val_freq,
             "total_iter": self.total_iter,
             "vals_done": self.vals_done,
+            "planned_vals": [self.planned_vals, *self._val_anchor],
             "budget": self.budget.state_dict() if self.budget is not None else None,
             "batch_size": self.batch_size,
             "best": self.validator.state_dict() if self.validator else {},
@@ -789,6 +860,9 @@ class Trainer:
         self.val_freq = state["val_freq"] if self.validator else 0
         self.next_val = (self.iteration // self.val_freq + 1) * self.val_freq if self.val_freq else 0
         self.vals_done = state.get("vals_done", self.iteration // self.val_freq if self.val_freq else 0)
+        if "planned_vals" in state:
+            planned, anchor_it, anchor_k = state["planned_vals"]
+            self.planned_vals, self._val_anchor = planned, (anchor_it, anchor_k)
         if self.budget is not None and state.get("budget"):
             self.budget.load_state_dict(state["budget"])
             self.total_iter = state.get("total_iter", self.total_iter)
