@@ -149,6 +149,12 @@ DLS = Struct(
         "adaptation_threshold": NONNEG,
         "baseline_iterations": COUNT1,
         "enable_monitoring": BOOL,
+        # per-phase values (docs/scheduler.md): used as they are in that phase, like top-level keys
+        "phases": Struct({
+            phase: Struct({"momentum": FRACTION, "adaptation_rate": ranged(float, 0, 0.5, lo_open=True, hi_open=True),
+                           "max_weight": ranged(float, 1)})
+            for phase in ("warmup", "early", "middle", "late")
+        }),
     }
 )
 

@@ -236,3 +236,40 @@ def test_sampled_every_8_iterations_moves_the_balance_like_every_step() -> None:
         ratios.append(float((w[1] / w[0]) / (BASE[1] / BASE[0])))
     assert ratios[0] < 0.9 and ratios[1] < 0.9, ratios  # both damp the rising loss measurably
     assert ratios[1] == pytest.approx(ratios[0], rel=0.25), ratios
+
+
+def test_per_phase_yaml_values_apply_in_their_phase_only_and_are_journaled() -> None:
+    run = make_run(total_iter=2000)
+    section = {"enabled": True, "phases": {"late": {"max_weight": 2.0, "adaptation_rate": 0.001}}}
+    dls, controls = start(run, section=section, phase="middle")
+    assert dls.settings is not None and dls.params is not None
+    middle = dls.params.values()
+    assert middle["max_weight"] != 2.0  # the middle phase keeps its calibrated values
+    dls.on_phase("late", 1600, controls)
+    late = dls.params.values()
+    assert late["max_weight"] == 2.0 and late["adaptation_rate"] == 0.001
+    assert late["momentum"] == pytest.approx(dls_phase_params(dls.settings, "late").momentum.value)  # not set: calibrated
+    note = next(c for c in reversed(controls.calls) if c.method == "note" and c.args[0] == "dynamic_loss_scheduling.params")
+    assert "set in the YAML for the late phase" in note.reason
+    rows = [r for r in dls.describe() if r[1].startswith("late")]
+    assert any("set in the YAML for the late phase" in r[2] for r in rows)  # --explain shows it
+
+
+def test_per_phase_yaml_values_are_checked_by_the_schema() -> None:
+    from autosr.config import validate
+    from autosr.errors import AutosrError
+
+    def tree(phases: dict) -> dict:
+        return {"name": "x", "scale": 2, "network_g": {"type": "paragonsr2_nano"},
+                "datasets": {"train": {"name": "t", "type": "pairedimagedataset", "dataroot_gt": "a", "dataroot_lq": "b",
+                                         "lq_size": 32, "batch_size_per_gpu": 4}},
+                "train": {"total_iter": 10, "optim_g": {"type": "AdamW", "lr": 1e-3},
+                          "losses": [{"type": "l1loss", "loss_weight": 1.0}],
+                          "dynamic_loss_scheduling": {"enabled": True, "phases": phases}}}
+
+    with pytest.raises(AutosrError, match="did you mean 'late'"):
+        validate(tree({"lat": {"max_weight": 2.0}}), "t.yml")
+    with pytest.raises(AutosrError, match="max_weight"):
+        validate(tree({"late": {"max_weight": 0.5}}), "t.yml")
+    with pytest.raises(AutosrError, match="did you mean 'momentum'"):
+        validate(tree({"late": {"momentun": 0.5}}), "t.yml")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Generic, TypeVar
 
 from autosr.errors import AutosrError
@@ -171,6 +171,7 @@ class DLSSettings:
     enable_monitoring: Calibrated[bool]
     preset: str  # the row of DLS_PRESETS used ("" in manual mode)
     warnings: tuple[str, ...] = ()
+    phase_overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # YAML `phases:`
 
     def values(self) -> dict[str, Any]:
         return {name: c.value for name, c in rows_of(self) if name != "auto_calibrate"}
@@ -251,6 +252,8 @@ def calibrate_dls(section: Mapping[str, Any], run: RunInfo) -> DLSSettings:
         auto_calibrate=auto, momentum=momentum_c, adaptation_rate=rate_c, min_weight=min_c, max_weight=max_c,
         adaptation_threshold=thr_c, baseline_iterations=base_c, enable_monitoring=mon_c,
         preset=preset, warnings=tuple(warnings),
+        phase_overrides={phase: {k: float(v) for k, v in (values or {}).items()}
+                         for phase, values in (section.get("phases") or {}).items()},
     )
 
 

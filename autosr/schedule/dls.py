@@ -48,6 +48,7 @@ class DynamicLossScheduling(ScheduledAutomation):
     options: ClassVar[dict[str, type]] = {
         "auto_calibrate": bool, "momentum": float, "adaptation_rate": float, "min_weight": float,
         "max_weight": float, "adaptation_threshold": float, "baseline_iterations": int, "enable_monitoring": bool,
+        "phases": dict,  # {phase: {momentum, adaptation_rate, max_weight}}
     }
     summary = "shifts the balance between the losses (never their overall scale) while training"
     settings: DLSSettings | None

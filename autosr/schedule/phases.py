@@ -92,8 +92,12 @@ def dls_phase_params(settings: DLSSettings, phase: str, corrections: Mapping[str
         "adaptation_rate": RATE_BOUNDS,
         "max_weight": (max(MAX_WEIGHT_MIN, settings.min_weight.value), None),
     }
+    overrides = settings.phase_overrides.get(phase, {})
     for key in PHASED:
         base: Calibrated[float] = getattr(settings, key)
+        if key in overrides:
+            out[key] = Calibrated(overrides[key], f"set in the YAML for the {phase} phase", explicit=True)
+            continue
         if base.explicit:
             out[key] = Calibrated(base.value, base.reason, explicit=True)
             continue
