@@ -42,9 +42,9 @@ def make_config(tmp_path: Path, pair_set, iters: int, extra: list[str] = (), val
     return out
 
 
-def metrics(run_dir: Path, kind: str = "train") -> list[dict]:
+def metrics(run_dir: Path, kind: str | None = "train") -> list[dict]:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r.get("kind") == kind]
+    return [r for r in rows if kind is None or r.get("kind") == kind]
 
 
 @pytest.mark.slow
@@ -95,6 +95,41 @@ def test_resume_is_exact(tmp_path, pair_set):
     tail = lambda run: [tuple(r[f] for f in fields) for r in metrics(run / "t") if r["iter"] > n]  # noqa: E731
     assert tail(straight) == tail(split) and len(tail(split)) == n // 2
     assert any(e["key"] == "resume" for e in read_journal(split / "t" / "events.jsonl"))
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_the_scheduler_acting(tmp_path, pair_set, monkeypatch):
+    """2N straight vs N, stop (as Ctrl-C), resume, N: identical weights, metrics and journal tail,
+    with DLS, the LR automation, clipping and the validation interval acting on both sides of N."""
+    n, a = 16, "train.training_automations."
+    val = write_pairs(tmp_path / "val", 2, scale=2, size=(64, 64), seed=5)
+    config = make_config(tmp_path, pair_set, 2 * n, [
+        "logger.print_freq=4", "val.val_freq=4", "logger.save_checkpoint_freq=100",
+        "train.dynamic_loss_scheduling.baseline_iterations=4", a + "IntelligentLearningRateScheduler.plateau_patience=2",
+        a + "AdaptiveGradientClipping.calibration_steps=8"], val=val)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_from_file(config, out_dir=straight, resume=None, overrides=[], dry_run=False, quiet=True) == 0
+    original = Trainer._should_leave
+    monkeypatch.setattr(Trainer, "_should_leave", lambda self: self.iteration == n or original(self))
+    train_from_file(config, out_dir=split, resume=None, overrides=[], dry_run=False, quiet=True)  # leaves at n, as Ctrl-C
+    assert max(r["iter"] for r in metrics(split / "t", None)) == n
+    monkeypatch.undo()
+    assert train_from_file(config, out_dir=split, resume=None, overrides=[], dry_run=False, quiet=True) == 0
+    a_w = load_safetensors(straight / "t" / "models" / f"net_g_{2 * n}.safetensors")
+    b_w = load_safetensors(split / "t" / "models" / f"net_g_{2 * n}.safetensors")
+    for key in a_w:
+        torch.testing.assert_close(a_w[key], b_w[key], rtol=0, atol=1e-6)
+    fields = ("iter", "kind", "loss", "lr", "lr_scale", "grad_norm", "dynamic_weight_ssim", "psnr")
+    tail = lambda run: [tuple(r.get(f) for f in fields) for r in metrics(run / "t", None) if r["iter"] > n]  # noqa: E731
+    assert tail(straight) == tail(split)
+
+    def decisions(run: Path) -> list[tuple]:
+        return [(e["iter"], e["key"], e["old"], e["new"]) for e in read_journal(run / "t" / "events.jsonl")
+                if e["iter"] > n and e["source"] in ("automation", "trainer") and e["key"] != "resume"]
+
+    acted = {k for _, k, _, _ in decisions(straight)}
+    assert {"loss_weight.ssim", "lr_scale", "phase"} <= acted, acted  # the scheduler acts after the resume point too
+    assert decisions(straight) == decisions(split)
 
 
 def test_finished_run_says_how_to_continue(tmp_path, pair_set, capsys):
