@@ -115,7 +115,7 @@ def init(
     gt: Annotated[Path, typer.Option("--gt", help="Folder of high-resolution (ground truth) images.")],
     lq: Annotated[Path, typer.Option("--lq", help="Folder of low-resolution images, same file stems as --gt.")],
     arch: Annotated[str | None, typer.Option(
-        "--arch", help="paragonsr2_<nano|micro|tiny|xs|s|m|l|xl>; default: the largest that trains well here.")] = None,
+        "--arch", help="paragonsr2_<nano|micro|tiny|xs|s|m|l|xl>; default: s or nano, measured for the budget.")] = None,
     val_gt: Annotated[Path | None, typer.Option("--val-gt", help="Validation HR folder (default: hold out a few training pairs).")] = None,
     val_lq: Annotated[Path | None, typer.Option("--val-lq", help="Validation LR folder.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="YAML file to write.")] = Path("auto.yml"),

@@ -17,7 +17,7 @@ from autosr.errors import AutosrError
 from autosr.fsutil import write_text_atomic
 from autosr.hardware import HardwareProfile, probe
 from autosr.images import complete_pairs, write_meta_info
-from autosr.plan import Plan, Timing, ValData, make_plan
+from autosr.plan import Plan, Timing, ValData, budget_arch_choice, make_plan, pick_arch
 from autosr.plan_file import plan_path_for, write_plan
 from autosr.presets import load_preset
 from autosr.render import render
@@ -75,11 +75,19 @@ def run_init(
             note=split.describe(),
         )
 
+    arch_reason = None
+    if arch is None and time_budget and calibrate and hw.backend == "cuda" and pick_arch(hw, ds.scale)[0].variant == "s":
+        # nano or s for this budget: s's speed on this GPU and data decides (half of the probe's time)
+        s_plan = make_plan(hw, ds, arch="paragonsr2_s", val=val, overrides=overrides, flavor=flavor, name=name,
+                           timing=Timing(time_budget, None, "not measured yet"), arch_reason="probe")
+        s_timing = _measure(s_plan, hw, time_budget, calibrate, share=0.025)
+        arch, arch_reason = budget_arch_choice(s_timing.it_per_s, time_budget, s_timing.source)
     plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
-                     timing=Timing(time_budget, None, "not measured yet"))
-    timing = _measure(plan, hw, time_budget, calibrate)
+                     timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason)
+    timing = _measure(plan, hw, time_budget, calibrate, share=0.025 if arch_reason else 0.05)
     if timing.it_per_s or time_budget:
-        plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name, timing=timing)
+        plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name, timing=timing,
+                         arch_reason=arch_reason)
     if timing.source:
         plan.notes.append(f"speed: {timing.source}")
     if "datasets.train.lq_size" in plan.values:
@@ -107,14 +115,15 @@ def run_init(
     return plan
 
 
-def _measure(plan: Plan, hw: HardwareProfile, time_budget: float | None, calibrate: bool) -> Timing:
-    """The plan's training speed on this machine: a few real steps, ≤ 5% of the budget (≤ 20 s)."""
+def _measure(plan: Plan, hw: HardwareProfile, time_budget: float | None, calibrate: bool, share: float = 0.05) -> Timing:
+    """The plan's training speed on this machine: a few real steps, ≤ `share` of the budget (≤ 20 s;
+    init's probes together stay within 5%)."""
     if not calibrate:
         return Timing(time_budget, None, "not measured (calibration off): train measures it and re-fits the length")
     from autosr.calibrate import measure_speed
 
     get = plan.get
-    seconds = min(20.0 if hw.backend == "cuda" else 2.0, 0.05 * time_budget) if time_budget else (10.0 if hw.backend == "cuda" else 1.0)
+    seconds = min(20.0 if hw.backend == "cuda" else 2.0, share * time_budget) if time_budget else (10.0 if hw.backend == "cuda" else 1.0)
     precision = "bf16" if get("amp_bf16") else ("fp16" if get("use_amp") else "fp32")
     probe_ = measure_speed(
         {"type": get("network_g.type"), "scale": get("scale")}, batch=int(get("datasets.train.batch_size_per_gpu")),

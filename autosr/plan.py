@@ -110,20 +110,37 @@ class Plan:
 
 
 def pick_arch(hw: HardwareProfile, scale: int) -> tuple[Preset, str]:
-    """The largest preset that trains at its reference batch without accumulation."""
+    """The largest preset whose plan is measured (nano…s) that trains at the measured batch here.
+    m, l and xl keep unmeasured preset values: they are planned only when asked for (--arch)."""
     vram_mib = hw.gpu_vram_mib  # None exactly when the backend is not CUDA
     if hw.backend != "cuda" or vram_mib is None:
         return load_preset("nano"), f"no CUDA GPU ({hw.backend}): nano is the preset that trains in useful time here"
     chosen = load_preset("nano")
     for preset in all_presets():
-        batch = estimate_batch(hw, preset, lq_size=preset.lq_size, scale=scale).value
-        if batch >= preset.effective_batch:
+        if preset.variant in MEASURED and estimate_batch(hw, preset, lq_size=preset.lq_size, scale=scale).value >= SHORT_BATCH:
             chosen = preset
     batch = estimate_batch(hw, chosen, lq_size=chosen.lq_size, scale=scale).value
     return chosen, (
-        f"largest preset whose estimated batch ({batch}) on {vram_mib / 1024:.0f} GiB reaches its "
-        f"reference batch {chosen.effective_batch}"
+        f"largest preset with measured defaults (nano…s; m, l, xl only with --arch) whose estimated batch ({batch}) "
+        f"on {vram_mib / 1024:.0f} GiB reaches the measured batch {SHORT_BATCH}"
     )
+
+
+# With a time budget, s beat nano by 0.6 dB in 3 minutes on an H200 (2,202 iterations at batch 64;
+# docs/budget.md). Below about this many iterations in the budget it is not known to win: nano then.
+S_MIN_ITERATIONS = 1500
+
+
+def budget_arch_choice(s_it_per_s: float | None, budget_s: float, probe_note: str) -> tuple[str, str]:
+    """nano or s for a time budget, from s's speed measured on this machine and data."""
+    if s_it_per_s is None:
+        return "paragonsr2_nano", f"s's speed could not be measured ({probe_note}): nano, the safe choice for a budget"
+    iterations = int(s_it_per_s * max(0.0, budget_s * (1 - VAL_SHARE) - STARTUP_S))
+    if iterations >= S_MIN_ITERATIONS:
+        return "paragonsr2_s", (f"time budget: s trains ~{iterations:,} iterations here (measured {s_it_per_s:.1f} it/s), "
+                                f"≥ {S_MIN_ITERATIONS:,}, where it beat nano (+1.73 vs +1.12 dB in 3 min on an H200)")
+    return "paragonsr2_nano", (f"time budget: s would train only ~{iterations:,} iterations here (measured {s_it_per_s:.1f} it/s), "
+                               f"< {S_MIN_ITERATIONS:,}; nano's many quick steps win in short runs")
 
 
 def _patch(ds: DatasetProfile, preset: Preset) -> Decision:
@@ -243,9 +260,13 @@ def make_plan(
     flavor: str = "fork",
     name: str | None = None,
     timing: Timing = Timing(),
+    arch_reason: str | None = None,
 ) -> Plan:
-    """Decide every value of the traiNNer config for this hardware and dataset."""
-    if arch:
+    """Decide every value of the traiNNer config for this hardware and dataset. `arch_reason`:
+    the arch was chosen automatically (by init's measurement), for this reason."""
+    if arch and arch_reason:
+        preset, arch_source = load_preset(arch), "auto"
+    elif arch:
         preset, arch_reason, arch_source = load_preset(arch), "chosen with --arch", "set"
     else:
         preset, arch_reason = pick_arch(hw, ds.scale)
@@ -408,4 +429,4 @@ def _apply_overrides(plan: Plan, overrides: Sequence[str]) -> None:
             plan.values.pop(twin, None)  # traiNNer takes exactly one of them
 
 
-__all__ = ["Plan", "ValData", "make_plan", "pick_arch", "VARIANTS"]
+__all__ = ["Plan", "ValData", "budget_arch_choice", "make_plan", "pick_arch", "VARIANTS"]

@@ -13,7 +13,8 @@ from autosr.config import parse_override, validate
 from autosr.dataset import analyse
 from autosr.errors import AutosrError
 from autosr.hardware import fake_profile
-from autosr.plan import ValData, make_plan, pick_arch
+from autosr.init_cmd import run_init
+from autosr.plan import ValData, budget_arch_choice, make_plan, pick_arch
 from autosr.plan_file import plan_records, read_plan, write_plan
 from autosr.presets import VARIANTS
 from autosr.render import render, scalar
@@ -131,6 +132,42 @@ def test_arch_is_picked_from_the_hardware(profile):
     big, _ = pick_arch(fake_profile(GPU_80GB), 2)
     mid, _ = pick_arch(fake_profile(GPU_8GB), 2)
     assert VARIANTS.index(big.variant) > VARIANTS.index(mid.variant) >= 0
+
+
+def test_auto_arch_is_a_measured_preset(profile):
+    big, reason = pick_arch(fake_profile(GPU_80GB), 2)
+    assert big.variant == "s" and "only with --arch" in reason  # m, l, xl have no measured defaults
+
+
+@pytest.mark.parametrize(("it_per_s", "budget", "arch"), [(15.0, 180, "paragonsr2_s"), (15.0, 60, "paragonsr2_nano"),
+                                                          (3.0, 180, "paragonsr2_nano"), (None, 180, "paragonsr2_nano")])
+def test_time_budget_chooses_nano_or_s_from_s_measured_speed(it_per_s, budget, arch):
+    chosen, reason = budget_arch_choice(it_per_s, budget, "probe failed")
+    assert chosen == arch and (("probe failed" in reason) if it_per_s is None else ("it/s" in reason))
+
+
+def test_init_without_arch_measures_s_for_a_budget(tmp_path, pair_set, monkeypatch):
+    import autosr.calibrate
+    import autosr.init_cmd
+    from autosr.calibrate import SpeedProbe
+
+    monkeypatch.setattr(autosr.init_cmd, "probe", lambda _: fake_profile(GPU_80GB))
+    probed: list[tuple[str, float]] = []
+
+    def fake_speed(network, *, seconds, **_):  # s: 15 it/s, nano: 100 it/s
+        probed.append((network["type"], seconds))
+        return SpeedProbe(15.0 if network["type"].endswith("_s") else 100.0, 30, 2.0, 900.0, "fake probe")
+
+    monkeypatch.setattr(autosr.calibrate, "measure_speed", fake_speed)
+    hr, lr = pair_set
+    for budget, arch in ((600.0, "paragonsr2_s"), (90.0, "paragonsr2_nano")):
+        probed.clear()
+        plan = run_init(gt=hr, lq=lr, arch=None, val_gt=None, val_lq=None, output=tmp_path / "a.yml", name=None, scale=None,
+                        overrides=[], flavor="fork", force=True, print_only=True, explain=False, sample=64,
+                        time_budget=budget, calibrate=True)
+        assert plan.get("network_g.type") == arch
+        assert "time budget" in plan.values["network_g.type"].reason and plan.values["network_g.type"].source == "auto"
+        assert probed[0][0] == "paragonsr2_s" and sum(s for _, s in probed) <= 0.05 * budget + 1e-9  # within 5%
 
 
 def test_overrides_are_typed_and_checked(profile):
