@@ -304,3 +304,17 @@ def test_fork_flavour_refuses_a_key_the_fork_rejects(profile):
     upstream = make_plan(fake_profile(GPU_24GB), profile, arch="paragonsr2_nano", val=val_for(profile),
                          overrides=["train.grad_clip_max_norm=5.0"], flavor="upstream")
     assert upstream.get("train.grad_clip_max_norm") == 5.0
+
+
+def test_init_warns_when_the_budget_is_too_short_to_beat_bicubic(profile):
+    from autosr.init_cmd import MIN_SAMPLES_OVER_BICUBIC, too_short_to_beat_bicubic
+    from autosr.plan import Timing
+
+    cpu = fake_profile(())
+    short = make_plan(cpu, profile, arch="paragonsr2_nano", val=val_for(profile), timing=Timing(90.0, 10.0, "probe"))
+    warning = too_short_to_beat_bicubic(short, Timing(90.0, 10.0, "probe"))
+    samples = short.get("train.total_iter") * short.get("datasets.train.batch_size_per_gpu")
+    assert samples < MIN_SAMPLES_OVER_BICUBIC and warning and "worse than bicubic" in warning and "--time" in warning
+    long = make_plan(cpu, profile, arch="paragonsr2_nano", val=val_for(profile), timing=Timing(3600.0, 10.0, "probe"))
+    assert too_short_to_beat_bicubic(long, Timing(3600.0, 10.0, "probe")) is None
+    assert too_short_to_beat_bicubic(short, Timing(None, None, "")) is None  # no budget: the length is the user's
