@@ -32,8 +32,10 @@ app = typer.Typer(
 
 def _fail(message: str, code: int) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {message}", markup=True)
+    # escaped: messages quote paths and other programs' errors ("[/__w/…/pair.cc:537]" is not markup)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(message)}", markup=True)
     raise typer.Exit(code)
 
 
@@ -46,9 +48,7 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except AutosrError as exc:
-            from rich.markup import escape
-
-            _fail(escape(str(exc)), exc.exit_code)
+            _fail(str(exc), exc.exit_code)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except KeyboardInterrupt:

@@ -46,3 +46,10 @@ def test_unexpected_error_prints_a_log_path_not_a_traceback(monkeypatch, tmp_pat
 def test_presets_lists_real_parameter_counts():
     result = runner.invoke(app, ["presets"])
     assert result.exit_code == 0 and "10,072" in result.output and "14,481,556" in result.output
+
+
+def test_error_messages_with_brackets_are_printed_as_they_are(tmp_path):
+    # paths and other programs' errors may hold "[/…]", which rich would read as a closing tag
+    missing = tmp_path / "runs[/old]" / "auto.yml"
+    result = runner.invoke(app, ["train", str(missing)])
+    assert result.exit_code == 2 and "runs[/old]" in result.output and "Traceback" not in result.output

@@ -170,3 +170,27 @@ def test_ctrl_c_stops_both_ranks_with_one_checkpoint(tmp_path: Path, pair_set: t
     assert len(states) == 1, states  # one checkpoint, written by rank 0
     assert "Resume with" in (out + err).replace("\n", " ")  # rank 0 talks to the terminal
     assert "death signal" not in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("first", "second"), [(2, 1), (1, 2)])
+def test_resume_with_another_number_of_processes(tmp_path: Path, pair_set: tuple[Path, Path], first: int, second: int) -> None:
+    """A run started on N processes continues on M: weights and the step count carry over, the
+    global batch changes with M (journaled), and the run ends where it should."""
+    config = make_config(tmp_path, pair_set, 24, ["datasets.train.batch_size_per_gpu=4", "logger.print_freq=4"])
+    out = tmp_path / "runs"
+    started = _run_cli(["train", str(config), "--out", str(out), "--set", "train.total_iter=12"], tmp_path,
+                       AUTOSR_FORCE_PROCS=str(first))
+    assert started.returncode == 0, started.stderr[-2000:]
+    resumed = _run_cli(["train", str(config), "--out", str(out)], tmp_path, AUTOSR_FORCE_PROCS=str(second))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = out / "t"
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    iters = [r["iter"] for r in rows if r.get("kind") == "train"]
+    assert iters == sorted(set(iters)) and iters[-1] == 24, iters
+    events = read_journal(run / "events.jsonl")
+    resume = [e for e in events if e["key"] == "resume"]
+    assert resume and resume[-1]["new"] == 12
+    world = [e for e in events if e["key"] == "world_size"]
+    assert world and world[-1]["old"] == first and world[-1]["new"] == second, world
+    assert (run / "models" / "net_g_24.safetensors").exists()

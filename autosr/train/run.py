@@ -88,6 +88,14 @@ def train_from_file(
             rewrite_jsonl(folder.metrics, up_to(trainer.iteration))
             journal.truncate_after(trainer.iteration)
             journal.record(trainer.iteration, "trainer", "resume", None, trainer.iteration, f"resumed from {latest.name}")
+            saved_world = int(state.get("world_size", 1))
+            if saved_world != dist.world_size:
+                per = trainer.batch_size * trainer.accum
+                journal.record(trainer.iteration, "trainer", "world_size", saved_world, dist.world_size,
+                               f"resumed on {dist.world_size} process(es), trained on {saved_world}: the global batch is "
+                               f"{per} × {dist.world_size} = {per * dist.world_size} now (was {per * saved_world}); "
+                               "weights, optimizer, schedule and scheduler state carry over, each rank's data stream "
+                               "continues from the saved position")
 
     if dist.is_main:
         for text in overrides:

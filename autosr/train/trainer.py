@@ -832,6 +832,7 @@ class Trainer:
             "planned_vals": [self.planned_vals, *self._val_anchor],
             "budget": self.budget.state_dict() if self.budget is not None else None,
             "batch_size": self.batch_size,
+            "world_size": self.dist.world_size,  # the state itself is rank-independent (rank 0's)
             "best": self.validator.state_dict() if self.validator else {},
             "data": self.source.state_dict(),
             "automations": {a.name: a.state_dict() for a in self.automations},
@@ -857,7 +858,8 @@ class Trainer:
         self._journaled_weights = [round(w, 6) for w in self.loss_weights.tolist()]
         self.phase = state["phase"]  # a resumed run does not re-enter the phase it is in
         self.resumed = True
-        self.val_freq = state["val_freq"] if self.validator else 0
+        # every rank validates on the same schedule (rank 0 runs it; the others meet it in _sync_knobs)
+        self.val_freq = state["val_freq"] if self.s.val.freq else 0
         self.next_val = (self.iteration // self.val_freq + 1) * self.val_freq if self.val_freq else 0
         self.vals_done = state.get("vals_done", self.iteration // self.val_freq if self.val_freq else 0)
         if "planned_vals" in state:
