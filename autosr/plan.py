@@ -181,22 +181,27 @@ def _accum(preset: Preset, batch: int) -> Decision:
     return Decision(1, f"batch {batch} already ≥ reference batch {preset.effective_batch}")
 
 
-def _lr(preset: Preset, effective: int) -> Decision:
-    """Square-root scaling from the reference batch, bounded to ×0.5…×2."""
+def _lr(preset: Preset, per_gpu: int, gpus: int = 1) -> Decision:
+    """Square-root scaling from the reference batch, bounded to ×0.5…×2 (measured presets: never
+    above the measured 2e-3). `per_gpu` is batch × accumulation; the global batch is × gpus."""
     if preset.variant in MEASURED:
-        factor = min(1.0, max(0.5, math.sqrt(effective / SHORT_BATCH)))
+        factor = min(1.0, max(0.5, math.sqrt(per_gpu / SHORT_BATCH)))
         lr = float(f"{SHORT_LR * factor:.3g}")
+        many = (f"; not raised for the {gpus} GPUs' global batch {per_gpu * gpus}: above {SHORT_LR:.0e} is not measured, "
+                f"and batch 128 at {SHORT_LR:.0e} measured +1.07 dB (nano, 1 GPU, 3 min)") if gpus > 1 else ""
         if factor == 1.0:
             return Decision(lr, f"{SHORT_LR:.0e} at batch {SHORT_BATCH}: measured best for nano and s in 3-minute runs "
-                                f"(1e-3: 0.03 / 0.28 dB lower)")
-        return Decision(lr, f"measured {SHORT_LR:.0e} at batch {SHORT_BATCH} × √({effective}/{SHORT_BATCH}) = {factor:.2f}")
+                                f"(1e-3: 0.03 / 0.28 dB lower){many}")
+        return Decision(lr, f"measured {SHORT_LR:.0e} at batch {SHORT_BATCH} × √({per_gpu}/{SHORT_BATCH}) = {factor:.2f}{many}")
+    effective = per_gpu * gpus  # traiNNer's DDP averages gradients over every GPU's samples
     ratio = effective / preset.effective_batch
     factor = min(2.0, max(0.5, math.sqrt(ratio)))
     if abs(factor - 1) < 1e-9:
         return Decision(preset.lr, f"preset learning rate at its reference batch {preset.effective_batch}")
     return Decision(
         float(f"{preset.lr * factor:.3g}"),
-        f"preset {preset.lr:.1e} × {factor:.2f} (√ of effective batch {effective} / {preset.effective_batch}, bounded ×0.5–×2)",
+        f"preset {preset.lr:.1e} × {factor:.2f} (√ of effective batch {effective}"
+        f"{f' = {per_gpu} × {gpus} GPUs' if gpus > 1 else ''} / {preset.effective_batch}, bounded ×0.5–×2)",
     )
 
 
@@ -278,7 +283,10 @@ def make_plan(
     put("name", name or _slug(f"{scale}x_{preset.arch}_{dataset_name(ds.gt_dir)}"),
         "set with --name" if name else "scale, arch and dataset folder", "set" if name else "auto")
     put("scale", scale, f"{'set with --scale' if ds.scale_source == 'set' else 'HR/LR size ratio of'} {ds.sampled} sampled pairs")
-    put("num_gpu", "auto", "every visible GPU; multi-GPU runs start through torchrun")
+    gpus = len(hw.gpus) if hw.backend == "cuda" else 1
+    put("num_gpu", "auto", f"the {gpus} visible GPUs: `autosr train` starts one process per GPU itself (PyTorch's elastic "
+                           "launcher); --gpus N or num_gpu: N uses fewer" if gpus > 1 else
+        "every visible GPU (one here); on a machine with more, `autosr train` starts one process per GPU")
     put("path", {}, "nothing to resume or pretrain from")
     put("manual_seed", 1024, "fixed so that a run can be repeated")
 
@@ -321,7 +329,10 @@ def make_plan(
                else "the paired files only (some files have no partner)")
         put(t + "meta_info", val.train_meta_info, why)
     plan.values[t + "lq_size"] = plan.values.pop(t + "lq_size")  # keep the YAML order: patch after paths
-    batch = decide(t + "batch_size_per_gpu", _batch(hw, preset, lq, scale))
+    per_gpu = _batch(hw, preset, lq, scale)
+    if gpus > 1:
+        per_gpu = Decision(per_gpu.value, f"{per_gpu.reason}; × {gpus} GPUs = {per_gpu.value * gpus} samples per step")
+    batch = decide(t + "batch_size_per_gpu", per_gpu)
     accum = decide(t + "accum_iter", _accum(preset, batch))
     put(t + "num_worker_per_gpu", workers.value, workers.reason)
     put(t + "use_hflip", True, "flips are free extra data for SR")
@@ -345,7 +356,7 @@ def make_plan(
         total_iter = decide(tr + "total_iter", Decision(base.value, base.reason + _duration(timing, base.value)))
     step = 100 if total_iter >= 2500 else 10  # round derived iteration counts to readable numbers
     put(tr + "optim_g.type", "AdamW", "decoupled weight decay; the preset's optimizer")
-    decide(tr + "optim_g.lr", _lr(preset, batch * accum))
+    decide(tr + "optim_g.lr", _lr(preset, batch * accum, gpus))
     put(tr + "optim_g.weight_decay", float(preset.optimizer["weight_decay"]), "preset")
     put(tr + "optim_g.betas", [float(b) for b in preset.optimizer["betas"]], "preset")
     put(tr + "scheduler.type", "MultiStepLR", "step decay composes with EMA and the LR automation")
@@ -397,6 +408,10 @@ def make_plan(
 
     _apply_overrides(plan, overrides)
     plan.notes.extend(ds.notes)
+    if gpus > 1:
+        plan.notes.append(f"{gpus} GPUs: each trains its batch per step at about one GPU's speed (DDP: 1.99× the samples/s "
+                          "of one H200 on two), so the length and the time estimate, counted in steps, hold; every "
+                          f"step sees {gpus}× the samples; validation runs on GPU 0 while the others wait")
     if val.note:
         plan.notes.append(val.note)
     # The plan must pass autosr's own strict loader: generated configs that fail it are a bug.

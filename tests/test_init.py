@@ -318,3 +318,19 @@ def test_init_warns_when_the_budget_is_too_short_to_beat_bicubic(profile):
     long = make_plan(cpu, profile, arch="paragonsr2_nano", val=val_for(profile), timing=Timing(3600.0, 10.0, "probe"))
     assert too_short_to_beat_bicubic(long, Timing(3600.0, 10.0, "probe")) is None
     assert too_short_to_beat_bicubic(short, Timing(None, None, "")) is None  # no budget: the length is the user's
+
+
+def test_plan_knows_the_gpu_count(profile):
+    two = fake_profile(GPU_80GB * 2)
+    one = fake_profile(GPU_80GB)
+    nano2 = make_plan(two, profile, arch="paragonsr2_nano", val=val_for(profile))
+    nano1 = make_plan(one, profile, arch="paragonsr2_nano", val=val_for(profile))
+    assert "2 visible GPUs" in nano2.values["num_gpu"].reason and "one process per GPU" in nano2.values["num_gpu"].reason
+    assert "× 2 GPUs = 128" in nano2.values["datasets.train.batch_size_per_gpu"].reason
+    # measured presets: the per-step LR stays at the measured point, and the plan says why
+    assert nano2.get("train.optim_g.lr") == nano1.get("train.optim_g.lr") and "not raised" in nano2.values["train.optim_g.lr"].reason
+    assert any("2 GPUs" in note for note in nano2.notes)
+    # unmeasured presets scale from the preset's reference batch with the global batch
+    xl2 = make_plan(two, profile, arch="paragonsr2_xl", val=val_for(profile))
+    xl1 = make_plan(one, profile, arch="paragonsr2_xl", val=val_for(profile))
+    assert xl2.get("train.optim_g.lr") >= xl1.get("train.optim_g.lr") and "GPUs" in xl2.values["train.optim_g.lr"].reason
