@@ -391,7 +391,7 @@ class Trainer:
         """How many more validations fit in VAL_TIME_SHARE of the budget left (None: no budget)."""
         if self.budget is None:
             return None
-        return max(1, int(VAL_TIME_SHARE * self.budget.remaining / max(self._val_cost(), 1e-6)))
+        return int(VAL_TIME_SHARE * self.budget.remaining / max(self._val_cost(), 1e-6))
 
     def _val_cost(self) -> float:
         """Seconds one validation (and its checkpoint) takes: measured, or guessed from the baseline."""
@@ -412,11 +412,15 @@ class Trainer:
             return
         assert self.budget is not None
         per_val = self._val_cost()
+        why = (f"a validation takes ~{per_val:.1f} s ({'measured' if self.val_seconds is not None else 'estimated'}); "
+               f"{left} more would take over {VAL_TIME_SHARE:.0%} of the {format_duration(self.budget.remaining)} left "
+               "of the time budget")
+        if affordable < 1:  # not even one fits: train instead (the report says the run was not validated)
+            self._event("trainer", "val.count", left, 0, f"{why}: no more validations, the time goes to training")
+            self.val_freq = 0
+            return
         self._respread_validations(affordable)
-        self._event("trainer", "val.count", left, affordable,
-                    f"a validation takes ~{per_val:.1f} s ({'measured' if self.val_seconds is not None else 'estimated'}); "
-                    f"{left} more would take over {VAL_TIME_SHARE:.0%} of the {format_duration(self.budget.remaining)} left "
-                    f"of the time budget: {affordable} more, spread over the rest of the run")
+        self._event("trainer", "val.count", left, affordable, f"{why}: {affordable} more, spread over the rest of the run")
 
     def _should_leave(self) -> bool:
         """Single process: at once. Under DDP every rank must leave after the same step or the
@@ -791,8 +795,8 @@ class Trainer:
             # With a time budget the run's length moves: the new interval becomes a number of
             # validations over the rest of the run, within the budget's share for validations.
             wanted = max(1, round((self.total_iter - self.iteration) / val_freq))
-            affordable = self._affordable_vals() or wanted
-            count = min(wanted, affordable)
+            affordable = self._affordable_vals()
+            count = max(1, min(wanted, wanted if affordable is None else affordable))
             reason += (f"; time budget: {count} more validation(s) over the {self.total_iter - self.iteration} iterations left"
                        + (f" (at most {affordable} fit in {VAL_TIME_SHARE:.0%} of the time left)" if count < wanted else ""))
             self._respread_validations(count)
