@@ -31,7 +31,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -183,10 +183,12 @@ def launch(decision: LaunchDecision, argv: list[str]) -> int:
         min_nodes=1, max_nodes=1, nproc_per_node=decision.nproc, run_id=f"autosr-{uuid.uuid4().hex[:8]}",
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2,
         logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects=quiet),
-        # The ranks run in sessions of their own (the terminal's Ctrl-C reaches only this process): the agent hands
-        # SIGINT on to each rank once, and gives them time to finish the step and checkpoint before it kills them.
-        shutdown_timeout=STOP_GRACE_S,
     )
+    # The ranks run in sessions of their own (the terminal's Ctrl-C reaches only this process): the agent hands
+    # SIGINT on to each rank once, and gives them time to finish the step and checkpoint before it kills them.
+    # torch < 2.12 has no such setting (its agent waits its own 30 s).
+    if "shutdown_timeout" in {f.name for f in fields(LaunchConfig)}:
+        config.shutdown_timeout = STOP_GRACE_S
     saved_env = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")}
     if decision.forced:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # forced (tests): CPU processes, so gloo
