@@ -120,7 +120,7 @@ def init(
     val_lq: Annotated[Path | None, typer.Option("--val-lq", help="Validation LR folder.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="YAML file to write.")] = Path("auto.yml"),
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: from scale, arch and folder).")] = None,
-    scale: Annotated[int | None, typer.Option("--scale", min=1, max=8, help="Override the detected scale.")] = None,
+    scale: Annotated[int | None, typer.Option("--scale", help="Override the detected scale (2, 3 or 4).")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set train.total_iter=60000 (repeatable).")] = None,
     flavor: Annotated[Flavor, typer.Option(
         "--flavor", help="fork: with the ParagonSR2 automation sections; upstream: plain traiNNer-redux.")] = Flavor.fork,

@@ -236,6 +236,55 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     return out
 
 
+def stale_after_overrides(cfg_data: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Warnings, one line each, for the values sized to the run's length that no longer fit after a
+    `--set train.total_iter=N`: warm-up, scheduler milestones / T_max, val.val_freq, checkpoint frequency.
+
+    cfg_data: the config tree, before or after `overrides` (they are applied again; that changes nothing).
+    Values the same overrides set are the user's choice and are not reported. [] when total_iter was
+    not overridden or everything fits."""
+    parsed = [parse_override(text) for text in overrides]
+    if not any(key == "train.total_iter" for key, _ in parsed):
+        return []
+    tree = apply_overrides(cfg_data, overrides)
+    total = tree.get("train", {}).get("total_iter")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+        return []
+    set_keys = {key for key, _ in parsed}
+    out: list[str] = []
+
+    def note(key: str, value: Any, relation: str, fix: str, effect: str = "") -> None:
+        if key in set_keys or any(k.startswith(key + ".") for k in set_keys):
+            return
+        out.append(f"{key}={value} {relation} the new train.total_iter={total}{effect}: add --set {fix}")
+
+    train = tree.get("train", {})
+    warmup = train.get("warmup_iter")
+    if isinstance(warmup, int) and warmup > 0 and warmup >= total / 2:
+        note("train.warmup_iter", warmup, "is half or more of", f"train.warmup_iter={total // 10}",
+             " (most of the run at a warm-up learning rate)")
+    sched = train.get("scheduler") or {}
+    if isinstance(sched, dict):
+        milestones = sched.get("milestones")
+        if isinstance(milestones, list) and any(isinstance(m, int) and m >= total for m in milestones):
+            fitted = sorted({max(1, round(total * f)) for f in (0.75, 0.875)})
+            shown = "[" + ",".join(str(m) for m in milestones) + "]"
+            fix = "'train.scheduler.milestones=[" + ",".join(str(m) for m in fitted) + "]'"
+            note("train.scheduler.milestones", shown, "reaches or passes", fix, " (the learning rate would not decay in time)")
+        t_max = sched.get("T_max")
+        if isinstance(t_max, int) and t_max > total:
+            note("train.scheduler.T_max", t_max, "is past", f"train.scheduler.T_max={total}", " (the cosine would stop part-way down)")
+    every = max(1, total // 25)
+    val_freq = tree.get("val", {}).get("val_freq")
+    if isinstance(val_freq, int) and val_freq > total and tree.get("val", {}).get("val_enabled", True):
+        note("val.val_freq", val_freq, "is past", f"val.val_freq={every}", " (no validation would run)")
+    save = tree.get("logger", {}).get("save_checkpoint_freq")
+    if isinstance(save, int) and save > total:
+        fit = val_freq if isinstance(val_freq, int) and 0 < val_freq <= total else every
+        note("logger.save_checkpoint_freq", save, "is past", f"logger.save_checkpoint_freq={fit}", " (no checkpoint before the end)")
+    return out
+
+
 # ---- loading ----------------------------------------------------------------------------------
 
 

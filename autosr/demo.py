@@ -5,11 +5,12 @@ Runs in a few minutes on a 2-core CPU; on a GPU it is over in seconds.
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 from rich.console import Console
 
+from autosr.errors import AutosrError
 from autosr.init_cmd import run_init
 from autosr.runfolder import RunFolder, read_jsonl
 from autosr.synthetic import write_pairs
@@ -20,11 +21,18 @@ PAIRS = 48
 
 def run_demo(folder: Path, *, iters: int = 600) -> None:
     folder = Path(folder)
+    _check_writable(folder)
     data = folder / "data"
     if not (data / "hr").is_dir():
         err.print(f"writing {PAIRS} example pairs (×2) to {data}")
-        write_pairs(data, PAIRS, scale=2, size=(192, 160), seed=7)
-    config = folder / "demo.yml"
+        try:
+            write_pairs(data, PAIRS, scale=2, size=(192, 160), seed=7)
+        except PermissionError as e:  # a sub-folder the check above could not see
+            raise AutosrError(f"{e.filename or data}: cannot write there", "pass --dir a folder you can write to") from None
+    name = _free_name(folder / "runs")
+    if name != "demo":
+        err.print(f"{folder / 'runs' / 'demo'} holds an earlier demo run (kept): this one goes to {folder / 'runs' / name}")
+    config = folder / f"{name}.yml"
     overrides = [
         f"train.total_iter={iters}",
         f"train.warmup_iter={max(10, iters // 20)}",
@@ -38,12 +46,10 @@ def run_demo(folder: Path, *, iters: int = 600) -> None:
     ]
     run_init(
         gt=data / "hr", lq=data / "lr", arch="paragonsr2_nano", val_gt=None, val_lq=None, output=config,
-        name="demo", scale=None, overrides=overrides, flavor="fork", force=True, print_only=False,
+        name=name, scale=None, overrides=overrides, flavor="fork", force=True, print_only=False,
         explain=False, sample=256,
     )
-    run_dir = folder / "runs" / "demo"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # the demo always starts fresh
+    run_dir = folder / "runs" / name
     from autosr.train.run import train_from_file
 
     code = train_from_file(config, out_dir=folder / "runs", resume=None, overrides=[], dry_run=False)
@@ -59,3 +65,25 @@ def run_demo(folder: Path, *, iters: int = 600) -> None:
             f"vs bicubic {base['psnr']:.2f} dB ({best['psnr'] - base['psnr']:+.2f} dB)"
         )
     err.print(f"next: autosr report {run_dir}  — or train on your own folders: autosr init --gt HR/ --lq LR/ && autosr train auto.yml")
+
+
+def _free_name(runs: Path) -> str:
+    """'demo', or 'demo-2', 'demo-3'… when earlier demo runs are there: a new demo never deletes one."""
+    name, n = "demo", 1
+    while (runs / name).exists():
+        n += 1
+        name = f"demo-{n}"
+    return name
+
+
+def _check_writable(folder: Path) -> None:
+    """--dir must be (or be creatable in) a folder this user can write: one line, before any work."""
+    if folder.exists() and not folder.is_dir():
+        raise AutosrError(f"{folder}: not a folder", "pass --dir a folder (it is created when missing)")
+    existing = folder.resolve()
+    while not existing.exists():  # missing folders are created when writing
+        existing = existing.parent
+    if not existing.is_dir():
+        raise AutosrError(f"{existing}: not a folder, so {folder} cannot be created", "pass --dir a path inside a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AutosrError(f"{existing}: folder is not writable", "pass --dir a folder you can write to")

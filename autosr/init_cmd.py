@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -36,8 +37,6 @@ def run_init(
     if not print_only and output.exists() and not force:
         raise AutosrError(f"{output}: already exists", "pass --force to overwrite it, or -o another.yml")
     if not print_only:  # the YAML, its plan and pair lists go in -o's folder: writable, before any work
-        import os
-
         if output.is_dir():
             raise AutosrError(f"{output}: is a folder", f"pass -o a file name, e.g. -o {output / 'auto.yml'}")
         folder = output.resolve().parent
@@ -51,9 +50,20 @@ def run_init(
         load_preset(arch)  # an unknown name fails before any reading
     if (val_gt is None) != (val_lq is None):
         raise AutosrError("--val-gt and --val-lq go together", "pass both folders, or neither to hold out pairs")
+    _check_distinct(gt, lq, "--gt", "--lq")
+    if val_gt is not None and val_lq is not None:
+        _check_distinct(val_gt, val_lq, "--val-gt", "--val-lq")
+    if scale is not None and scale not in TRAIN_SCALES:
+        raise AutosrError(f"--scale {scale}: train supports only ×{_scales_text()}", f"pass --scale {_scales_text(' or ')}")
 
     hw = probe(Path("runs"))
     ds = analyse(gt.resolve(), lq.resolve(), sample=sample, scale=scale)
+    if ds.scale not in TRAIN_SCALES:
+        raise AutosrError(
+            f"the HR images are ×{ds.scale} the size of the LR images ({ds.gt_dir} vs {ds.lq_dir}), "
+            f"but train supports only ×{_scales_text()}",
+            f"pass folders whose LR images are the HR images shrunk ×{_scales_text(' or ')}",
+        )
     meta_dir = output.resolve().parent
     unpaired = bool(ds.unpaired_gt or ds.unpaired_lq)
     stem = output.stem
@@ -117,6 +127,27 @@ def run_init(
     write_text_atomic(output, text)
     _print_summary(plan, ds, output, time_budget)
     return plan
+
+
+# The scales the network (autosr.archs.paragonsr2.SCALES) is built for, so the ones train accepts;
+# kept here so that init does not import torch (a test checks the two agree).
+TRAIN_SCALES = (2, 3, 4)
+
+
+def _scales_text(last: str = ", ") -> str:
+    """'2, 3, 4' or, with last=' or ', '2, 3 or 4'."""
+    names = [str(s) for s in TRAIN_SCALES]
+    return ", ".join(names) if last == ", " else ", ".join(names[:-1]) + last + names[-1]
+
+
+def _check_distinct(gt: Path, lq: Path, gt_flag: str, lq_flag: str) -> None:
+    """HR and LR in one folder would pair every image with itself: a ×1 'dataset' train refuses later."""
+    if gt.is_dir() and lq.is_dir() and os.path.samefile(gt, lq):  # symlinks and case-insensitive disks too
+        raise AutosrError(
+            f"{gt_flag} and {lq_flag} are the same folder ({gt.resolve()})",
+            f"HR and LR images must be in different folders: pass the high-resolution folder to {gt_flag} "
+            f"and the low-resolution one to {lq_flag}",
+        )
 
 
 def _measure(plan: Plan, hw: HardwareProfile, time_budget: float | None, calibrate: bool, share: float = 0.05) -> Timing:

@@ -433,7 +433,12 @@ def _apply_overrides(plan: Plan, overrides: Sequence[str]) -> None:
         if parent is not None and isinstance(plan.values[parent].value, list | dict):
             rest = parts[len(parent.split(".")):]
             tree = copy.deepcopy(plan.values[parent].value)
-            set_path({"x": tree}, ".".join(["x", *rest]), value)
+            wrapper: dict[str, Any] = {}
+            node = wrapper
+            for part in parent.split(".")[:-1]:  # the real path, so that errors name the whole key
+                node = node.setdefault(part, {})
+            node[parent.split(".")[-1]] = tree
+            set_path(wrapper, ".".join([parent, *rest]), value)
             plan.values[parent] = Decision(tree, f"set with --set {key}", "set")
             continue
         for old in [k for k in plan.values if k.startswith(key + ".")]:
