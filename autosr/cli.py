@@ -203,11 +203,13 @@ def report(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON (docs/report-json.md); no page unless --html.")
     ] = False,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Leave out the validation crops (no model is run).")] = False,
 ) -> None:
-    """What happened in a run: best metrics vs bicubic, speed, every automatic decision, plots; several runs side by side."""
+    """What happened in a run: best metrics vs bicubic, speed, every automatic decision, plots, validation crops
+    (LR, bicubic, autosr, HR); several runs side by side."""
     from autosr.report import report as make_report
 
-    make_report(list(run_dirs), html_path=html_out, write_html=not no_html, as_json=as_json)
+    make_report(list(run_dirs), html_path=html_out, write_html=not no_html, as_json=as_json, images=not no_images)
 
 
 @app.command()

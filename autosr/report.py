@@ -1,9 +1,11 @@
 """`autosr report`: what happened in a run — the numbers first, then plots and every automatic decision.
 
 Reads only the run folder (config.yml, plan.json, hardware.json, metrics.jsonl, events.jsonl, models/,
-checkpoints/); writes a self-contained report.html (inline SVG from autosr.report_svg) and prints a
-terminal summary. Anything unreadable is named in the summary ("problems") and the rest is shown:
-the only error is a path that is not a run folder (nor a folder of run folders) at all.
+checkpoints/), plus the validation images config.yml names for the "Pictures" crops (autosr.report_crops:
+the best model on a few crops, embedded as PNG data URIs); writes a self-contained report.html (inline SVG
+from autosr.report_svg) and prints a terminal summary. Anything unreadable is named in the summary
+("problems"; for the pictures, in their section) and the rest is shown: the only error is a path
+that is not a run folder (nor a folder of run folders) at all.
 Several runs (`autosr report runA runB`) are compared on one page; a parent folder lists its runs.
 `--json` prints the same summary as data (schema in docs/report-json.md).
 """
@@ -421,12 +423,20 @@ def page(title: str, body: str) -> str:
             f"<style>{CSS}</style></head><body><h1>{_esc(title)}</h1>{body}</body></html>\n")
 
 
-def render_html(run: RunSummary, summary: dict[str, Any] | None = None) -> str:
+def _pictures(run: RunSummary) -> str:
+    """Validation crops at the best checkpoint (autosr.report_crops); what is missing instead, never an error."""
+    from autosr.report_crops import build_crops, crops_html
+
+    return crops_html(build_crops(run.folder, run.config))
+
+
+def render_html(run: RunSummary, summary: dict[str, Any] | None = None, *, images: bool = True) -> str:
     s = summary or summarize(run)
+    pictures = _pictures(run) if images else ""
     body = (f"<h2>Summary</h2>{_summary_table(s)}<h2>Plots</h2>"
             "<p>Shaded: training phases. Orange ticks on top: run-time decisions (hover for details). "
             "Faint lines: raw values; strong: smoothed.</p>"
-            f'<div class="charts">{"".join(charts(run, s))}</div>{_decisions_table(run)}')
+            f'<div class="charts">{"".join(charts(run, s))}</div>{pictures}{_decisions_table(run)}')
     return page(s["name"], body)
 
 
@@ -531,8 +541,9 @@ def _write(target: Path, text: str, console: Console) -> Path | None:
 
 
 def report(folders: Path | list[Path], *, html_path: Path | None = None, write_html: bool = True, as_json: bool = False,
-           console: Console | None = None) -> Path | None:
-    """One run: summary + page; several: a comparison; a folder of runs: the list. Returns the page written."""
+           console: Console | None = None, images: bool = True) -> Path | None:
+    """One run: summary + page; several: a comparison; a folder of runs: the list. Returns the page written.
+    `images=False` leaves out the validation crops (no model run)."""
     paths = [Path(f) for f in (folders if isinstance(folders, list) else [folders])]
     out = console or Console(highlight=False)
     if html_path is not None:
@@ -559,6 +570,6 @@ def report(folders: Path | list[Path], *, html_path: Path | None = None, write_h
     if not write_html:
         return None
     if len(runs) == 1:
-        return _write(_html_target(html_path, RunFolder(runs[0].folder).report), render_html(runs[0], summaries[0]), out)
+        return _write(_html_target(html_path, RunFolder(runs[0].folder).report), render_html(runs[0], summaries[0], images=images), out)
     default = Path(*Path.cwd().joinpath(runs[0].folder).parts[:-1]) / "compare.html"
     return _write(_html_target(html_path, default), compare_html(runs, summaries), out)

@@ -293,3 +293,12 @@ def test_init_output_in_unwritable_folder(tmp_path, pair_set, monkeypatch, flag,
     line = one_line(result.output)
     assert "not writable" in line and squeezed(str(ro)) in squeezed(line)
     assert list(ro.iterdir()) == []
+
+
+def test_train_says_what_a_shorter_total_iter_leaves_behind(tmp_path, pair_set):
+    hr, lr = pair_set
+    cfg = tmp_path / "a.yml"
+    assert init("--gt", str(hr), "--lq", str(lr), "-o", str(cfg), "--set", "train.total_iter=4000").exit_code == 0
+    result = runner.invoke(app, ["train", str(cfg), "--dry-run", "--set", "train.total_iter=20"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "train.warmup_iter" in result.output and "--set" in result.output

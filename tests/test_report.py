@@ -313,3 +313,122 @@ def test_a_budget_refit_length_is_the_planned_one(tmp_path):
                                  "old": 100, "new": 10, "reason": "time budget re-fit"}) + "\n")
     summary = summarize(load_run(tmp_path / "run"))
     assert summary["iterations"]["planned"] == 10
+
+
+# ---- pictures: validation crops at the best checkpoint --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory, pair_set):
+    """A short real CPU run (nano, ×2) with a 3-image validation set of its own."""
+    from autosr.init_cmd import run_init
+    from autosr.synthetic import write_pairs
+    from autosr.train.run import train_from_file
+
+    root = tmp_path_factory.mktemp("crops")
+    val_gt, val_lq = write_pairs(root / "val", 3, scale=2, size=(256, 192), seed=100)
+    hr, lr = pair_set
+    run_init(gt=hr, lq=lr, arch="paragonsr2_nano", val_gt=val_gt, val_lq=val_lq, output=root / "cfg.yml", name="t", scale=None,
+             overrides=["train.total_iter=10", "val.val_freq=10", "logger.save_checkpoint_freq=10", "datasets.train.lq_size=32",
+                        "datasets.train.batch_size_per_gpu=4", "datasets.train.accum_iter=1", "train.warmup_iter=2",
+                        "logger.print_freq=5"],
+             flavor="fork", force=True, print_only=False, explain=False, sample=64)
+    assert train_from_file(root / "cfg.yml", out_dir=root / "runs", resume=None, overrides=[], dry_run=False, quiet=True) == 0
+    return root / "runs" / "t", val_gt
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    (dst / "report.html").unlink(missing_ok=True)
+    return dst
+
+
+@pytest.mark.slow
+def test_pictures_show_best_and_worst_crops(real_run):
+    import re
+
+    import yaml
+
+    from autosr.report_crops import build_crops
+
+    run, _ = real_run
+    assert (run / "models" / "net_g_best.safetensors").is_file()
+    started = time.perf_counter()
+    result = runner.invoke(app, ["report", str(run)])
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    page = (run / "report.html").read_text()
+    assert "<h2>Pictures</h2>" in page and "image-rendering:pixelated" in page
+    section = page[page.index("<h2>Pictures</h2>"):page.index("<h2>Decisions")]
+    rows = re.findall(r"<tr>((?:<td><img[^>]*>[^<]*</td>){4})</tr>", section)
+    assert len(rows) >= 2, section[:2000]  # the best crop(s) and the worst one
+    for row in rows:
+        assert row.count('src="data:image/png;base64,') == 4
+        assert [t in row for t in ("LR (nearest)", "bicubic", "autosr", "HR")] == [True] * 4
+    assert "gains most over bicubic" in section or "loses least to bicubic" in section
+    assert "loses most to bicubic" in section or "gains least over bicubic" in section
+    assert re.search(r"img_000\d at x=\d+, y=\d+ \(128×128 HR px\) · bicubic \d+\.\d\d dB · <span[^>]*>autosr \d+\.\d\d dB", section)
+    assert "http://" not in section and "https://" not in section  # nothing fetched from the network
+    assert len(page) < 1_500_000, len(page)
+    assert elapsed < 30, elapsed  # the CPU model ran on crops only
+    crops = build_crops(run, yaml.safe_load((run / "config.yml").read_text()))
+    assert crops.missing == [] and crops.images == 3 and len(crops.rows) >= 2
+    for r in crops.rows:  # the label's PSNR is the crop's: a 128 px panel of each image
+        assert all(p.startswith(b"\x89PNG") for p in r.panels) and r.size == 128
+    no_images = render_html(load_run(run), images=False)
+    assert "<h2>Pictures</h2>" not in no_images and "data:image/png" not in no_images
+
+
+@pytest.mark.slow
+def test_pictures_say_what_is_missing(real_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    run, _ = real_run
+    no_models = _copy_run(run, tmp_path / "no_models")
+
+    shutil.rmtree(no_models / "models")
+    result = runner.invoke(app, ["report", str(no_models)])
+    assert result.exit_code == 0, result.output
+    page = (no_models / "report.html").read_text()
+    assert "No pictures: what is missing" in page and "no model file in" in page and "data:image/png" not in page
+    assert "<svg" in page and "Decisions" in page  # the rest still renders
+
+    moved = _copy_run(run, tmp_path / "moved")
+    config = yaml.safe_load((moved / "config.yml").read_text())
+    config["datasets"]["val"]["dataroot_gt"] = str(tmp_path / "deleted" / "hr")
+    config["datasets"]["val"]["dataroot_lq"] = str(tmp_path / "deleted" / "lr")
+    (moved / "config.yml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["report", str(moved)])
+    assert result.exit_code == 0, result.output
+    page = (moved / "report.html").read_text()
+    assert "No pictures: what is missing" in page and "validation images unreadable" in page and "deleted" in page
+
+    broken = _copy_run(run, tmp_path / "broken")
+    for f in (broken / "models").glob("*.safetensors"):
+        f.write_bytes(b"not a model")
+    page = render_html(load_run(broken))
+    assert "model file unreadable" in page and "<svg" in page
+
+    page = render_html(load_run(fake_run(tmp_path / "fake")))  # hand-made: no validation set in config.yml
+    assert "no validation set in config.yml" in page
+
+
+@pytest.mark.slow
+def test_pictures_without_torch_say_so(real_run, tmp_path, monkeypatch):
+    import builtins
+
+    run, _ = real_run
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    page = render_html(load_run(run))
+    assert "pictures need torch" in page and "<svg" in page

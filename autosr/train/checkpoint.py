@@ -144,7 +144,9 @@ class CheckpointStore:
     can journal them; the same is logged.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], keep_last: int = 3) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], keep_last: int = 3, *, clean: bool = True) -> None:
+        """`clean`: remove temp files left by a killed save — only the process that saves may (under
+        DDP another rank would delete rank 0's save in progress)."""
         if keep_last < 1:
             raise AutosrError(f"keep_last must be ≥ 1, got {keep_last}")
         self.run_dir = Path(run_dir)
@@ -153,7 +155,8 @@ class CheckpointStore:
         self.models_dir = self.run_dir / "models"
         self.skipped: list[tuple[Path, str]] = []
         self.best_iter = self._read_best_iter()
-        self.remove_temp_files()
+        if clean:
+            self.remove_temp_files()
 
     # paths
     def state_path(self, iteration: int) -> Path:

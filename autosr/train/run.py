@@ -1,8 +1,9 @@
-"""`autosr train`: config → run folder → Trainer.fit(), with resume and a graceful Ctrl-C."""
+"""`autosr train`: config → run folder → Trainer.fit(), with resume and a graceful Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import sys
@@ -11,14 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
-from autosr.config import RunConfig, load_config, parse_override
-from autosr.errors import AutosrError
+from autosr.config import RunConfig, load_config, parse_override, stale_after_overrides
+from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.fsutil import write_text_atomic
 from autosr.journal import Journal
 from autosr.plan_file import plan_path_for, plan_records, read_plan
 from autosr.runfolder import RunFolder, rewrite_jsonl, up_to
 from autosr.train import checkpoint as ckpt
+from autosr.train import runlock
 from autosr.train.budget import TimeBudget
 from autosr.train.setup import init_distributed
 
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from autosr.train.trainer import RunResult
 
 err = Console(stderr=True, highlight=False)
+DEFAULT_OUT = Path("runs")  # `autosr train --out`'s default (autosr/cli.py)
 
 
 def train_from_file(
@@ -37,14 +41,34 @@ def train_from_file(
     budget = _budget(config_path, time_budget, spent)  # started first: the budget counts the start-up too
     cfg = load_config(config_path, overrides)
     dist = init_distributed()
-    from autosr.train.trainer import Trainer  # torch-heavy: imported once the config is known good
+    stale = stale_after_overrides(cfg.data, overrides)  # e.g. a warm-up longer than a shortened run
+    if dist.is_main:
+        for line in stale:
+            err.print(f"[yellow]warning:[/yellow] {escape(line)}")
 
     if dry_run:
         return _dry_run(cfg, dist, explain)
 
     run_dir = out_dir / cfg.name
+    # Taken before anything reads, cleans or writes the folder: a refused second run changes nothing in it.
+    lock = runlock.acquire(run_dir) if dist.is_main else None
+    try:
+        return _train(cfg, dist, run_dir, lock, config_path=config_path, out_dir=out_dir, resume=resume,
+                      overrides=overrides, quiet=quiet, budget=budget, explain=explain)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    cfg: RunConfig, dist: Any, run_dir: Path, lock: runlock.RunLock | None, *, config_path: Path, out_dir: Path,
+    resume: bool | None, overrides: list[str], quiet: bool, budget: TimeBudget | None, explain: bool,
+) -> int:
+    """train_from_file with the run folder's lock held (on the main process)."""
+    from autosr.train.trainer import Trainer  # torch-heavy: imported once the config is known good
+
     folder = RunFolder(run_dir)
-    store = ckpt.CheckpointStore(run_dir)
+    store = ckpt.CheckpointStore(run_dir, clean=dist.is_main)
     latest = store.latest()
     explicit = cfg.section("path").get("resume_state")
     if explicit:  # traiNNer's way to name the state to resume from
@@ -52,6 +76,12 @@ def train_from_file(
         if not latest.is_file():
             raise AutosrError(f"path.resume_state: {latest} does not exist",
                               "fix the path, or remove the key to resume from the run folder")
+    elif latest is None and store.skipped:  # starting over here would wipe the run's history
+        names = "; ".join(f"{path.name} ({why})" for path, why in store.skipped)
+        raise AutosrRuntimeError(
+            f"{run_dir}: every checkpoint is unreadable: {names}. Nothing was changed: metrics.jsonl and events.jsonl are kept",
+            f"fix those files, or move {store.checkpoints_dir} away to start the run over",
+        )
     if resume is None:
         resume = latest is not None
     if resume and latest is None:
@@ -85,6 +115,7 @@ def train_from_file(
             )
             return 0
         if dist.is_main:
+            err.print(f"resumed from iteration {trainer.iteration} ({latest.name})", markup=False)
             rewrite_jsonl(folder.metrics, up_to(trainer.iteration))
             journal.truncate_after(trainer.iteration)
             journal.record(trainer.iteration, "trainer", "resume", None, trainer.iteration, f"resumed from {latest.name}")
@@ -98,16 +129,22 @@ def train_from_file(
                                "continues from the saved position")
 
     if dist.is_main:
+        if lock is not None and lock.takeover:
+            err.print(f"[yellow]took over a stale lock on {escape(str(run_dir))}[/yellow]: {escape(lock.takeover)}")
+            journal.record(trainer.iteration, "trainer", "run_lock", None, os.getpid(),
+                           f"took over the run folder's stale lock: {lock.takeover}")
         for text in overrides:
             key, value = parse_override(text)
             journal.record(trainer.iteration, "set", key, None, value, "--set on the train command line")
+        for line in stale_after_overrides(cfg.data, overrides):
+            journal.record(trainer.iteration, "set", "warning", None, None, line)
     try:
         code = _fit_with_interrupts(trainer)
     finally:
         journal.close()
         _leave_process_group(dist)
     if dist.is_main:
-        _print_result(trainer.result(), folder, config_path, overrides, code)
+        _print_result(trainer.result(), folder, config_path, overrides, code, out_dir)
     return code
 
 
@@ -139,19 +176,31 @@ def _leave_process_group(dist: Any) -> None:
 
 
 def _fit_with_interrupts(trainer: Any) -> int:
-    """First Ctrl-C: finish the step, checkpoint, exit 130. Second: abort at once."""
+    """First Ctrl-C or SIGTERM (schedulers, `docker stop`): finish the step, checkpoint, exit 130 (SIGINT) or
+    143 (SIGTERM). Second: abort at once."""
+    received: list[int] = []
 
     def on_interrupt(signum: int, frame: Any) -> None:
         if trainer.interrupted:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
         trainer.interrupted = True
-        err.print("\n[yellow]Ctrl-C: finishing this step and saving a checkpoint (Ctrl-C again to abort)[/yellow]")
+        received.append(signum)
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        again = "Ctrl-C again" if signum == signal.SIGINT else "send it again"
+        err.print(f"\n[yellow]{what}: finishing this step and saving a checkpoint ({again} to abort)[/yellow]")
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    handled = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    previous = {sig: signal.signal(sig, on_interrupt) for sig in handled}
     try:
-        return trainer.fit()
+        code = trainer.fit()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code == 130 and received and received[0] != signal.SIGINT:
+        return 128 + received[0]  # 143 after SIGTERM
+    return code
 
 
 def _print_explain(trainer: Any) -> None:
@@ -203,11 +252,13 @@ def _check_same_model(cfg: RunConfig, state: dict[str, Any], run_dir: Path) -> N
             )
 
 
-def _print_result(result: RunResult, folder: RunFolder, config_path: Path, overrides: list[str], code: int) -> None:
-    if code == 130:
-        sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
-        command = f"autosr train {shlex.quote(str(config_path))}{sets}"
-        err.print(f"[yellow]stopped at iteration {result.iteration}[/yellow]; checkpoint saved. Resume with: {command}")
+def _print_result(result: RunResult, folder: RunFolder, config_path: Path, overrides: list[str], code: int,
+                  out_dir: Path = DEFAULT_OUT) -> None:
+    if code in (130, 143):
+        command = resume_command(config_path, overrides, out_dir)
+        # soft_wrap: the command stays on one line, whatever the terminal's width, so it can be copied as it is
+        err.print(f"[yellow]stopped at iteration {result.iteration}[/yellow]; checkpoint saved. Resume with: {escape(command)}",
+                  soft_wrap=True)
         return
     best = ", ".join(f"{k} {v[0]:.4f} @ {v[1]}" for k, v in result.best.items()) or "no validation"
     err.print(f"[green]done[/green]: {result.iteration} iterations · best {best}")
@@ -216,3 +267,10 @@ def _print_result(result: RunResult, folder: RunFolder, config_path: Path, overr
     if best_model.exists():
         err.print(f"  best model: {best_model}")
     sys.stderr.flush()
+
+
+def resume_command(config_path: Path, overrides: list[str], out_dir: Path) -> str:
+    """The `autosr train` command line that resumes this run: same config, run folder and --set overrides."""
+    out = f" --out {shlex.quote(str(out_dir))}" if out_dir != DEFAULT_OUT else ""
+    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
+    return f"autosr train {shlex.quote(str(config_path))}{out}{sets}"

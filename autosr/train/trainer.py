@@ -523,7 +523,7 @@ class Trainer:
         if bad < NONFINITE_IN_A_ROW:
             return
         self.rollbacks += 1
-        store = ckpt.CheckpointStore(self.run_dir) if self.run_dir is not None else None
+        store = ckpt.CheckpointStore(self.run_dir, clean=self.dist.is_main) if self.run_dir is not None else None
         latest = store.latest() if store is not None else None
         if self.rollbacks > MAX_ROLLBACKS or latest is None:
             why = (f"{bad} non-finite steps in a row after {MAX_ROLLBACKS} rollbacks" if latest is not None
