@@ -18,12 +18,16 @@ Torch-free: `autosr report` reads run folders without it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from autosr.errors import AutosrRuntimeError
 from autosr.fsutil import write_text_atomic
 
 
@@ -83,28 +87,88 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+# errno → (what it means, what to do). A write failing with one of these is the machine's state, not
+# a bug: it stops the run with one line naming the file (see write_failure).
+_WRITE_CAUSES: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on device", "free space or pass --out on another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free space within your quota or pass --out on another disk"),
+    errno.EROFS: ("read-only file system", "pass --out on a writable disk"),
+    errno.EACCES: ("permission denied", "make the folder writable or pass --out on another disk"),
+    errno.EPERM: ("operation not permitted", "make the folder writable or pass --out on another disk"),
+    errno.EFBIG: ("file too large for the file system", "pass --out on another disk"),
+    errno.EIO: ("input/output error", "check the disk, or pass --out on another disk"),
+}
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: itself, or one in its cause/context chain (torch.save wraps a
+    failed write in a RuntimeError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def write_failure(exc: BaseException, target: Path, after: str = "") -> AutosrRuntimeError | None:
+    """``exc`` (raised while writing ``target``) as the one-line error the user sees, or None when it
+    is not a known disk or permission failure. ``after`` ends the hint (e.g. where the last checkpoint is)."""
+    os_error = os_error_in(exc)
+    if os_error is None or os_error.errno not in _WRITE_CAUSES:
+        return None
+    what, todo = _WRITE_CAUSES[os_error.errno]
+    code = errno.errorcode.get(os_error.errno, str(os_error.errno))
+    return AutosrRuntimeError(f"{target}: cannot write: {what} ({code})", todo + (f"; {after}" if after else ""))
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` to an O_APPEND file, all of it or none: a failed write is cut back off, so the
+    file never ends in half a line."""
+    start = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
+
+
 class JsonlWriter:
     """Appends one JSON record per line to a file it keeps open; `path=None` writes nothing
-    (non-main DDP ranks, dry runs). Each line is flushed, so a kill loses at most the line
-    being written, which readers skip."""
+    (non-main DDP ranks, dry runs). Each line goes to the OS unbuffered, whole or not at all (a
+    failed write — disk full — is cut back off and raised as AutosrRuntimeError naming the file),
+    so only a kill mid-line can leave a cut line, which readers skip."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._handle: IO[str] | None = None
+        self._fd: int | None = None
 
     def append(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(json.dumps(plain(record)) + "\n")
-        self._handle.flush()
+        line = (json.dumps(plain(record)) + "\n").encode("utf-8")
+        try:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
+                self._fd = os.open(self.path, flags, 0o666)
+            _append_whole(self._fd, line)
+        except OSError as exc:
+            failure = write_failure(exc, self.path, "the run stopped; its checkpoints are as they were")
+            if failure is None:
+                raise
+            raise failure from exc
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 @dataclass(frozen=True)

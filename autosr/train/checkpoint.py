@@ -25,7 +25,7 @@ import random
 import re
 import shutil
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from torch import Tensor
 
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.fsutil import atomic_write, fsync_dir, is_temp_name, temp_name_for
+from autosr.runfolder import write_failure
 from autosr.train.safetensors_io import load_safetensors, save_safetensors
 
 log = logging.getLogger("autosr.checkpoint")
@@ -174,6 +175,32 @@ class CheckpointStore:
         return self.models_dir / "best.json"
 
     # writing
+    @contextlib.contextmanager
+    def _writing(self, iteration: int | None = None) -> Iterator[list[Path]]:
+        """Turn a disk-full / read-only / permission failure of a save into one AutosrRuntimeError that
+        names the file and the last complete checkpoint. The caller appends each path before it writes
+        it. Temp files are removed by atomic_write itself; weights of ``iteration`` written before the
+        failure are removed too while no state file marks that iteration complete (they only take space)."""
+        current: list[Path] = []
+        try:
+            yield current
+        except Exception as exc:
+            target = current[-1] if current else self.run_dir
+            failure = write_failure(exc, target)
+            if failure is None:
+                raise
+            if iteration is not None and not self.state_path(iteration).exists():
+                for ema in (False, True):
+                    with contextlib.suppress(OSError):
+                        self.model_path(iteration, ema).unlink(missing_ok=True)
+            try:
+                last = self.latest()
+            except OSError:
+                last = None
+            failure.hint += (f"; the last complete checkpoint is {last}" if last is not None
+                             else "; no checkpoint of this run is complete yet")
+            raise failure from exc  # the CLI prints it once (no log line: one message, not two)
+
     def _ensure_dirs(self) -> None:
         # Created at the first write, so that a run failing at start leaves no empty folders.
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
@@ -186,13 +213,19 @@ class CheckpointStore:
         ``metadata`` (autosr.model_file.model_metadata) goes into both model files; ``iter`` is
         always set to ``iteration``.
         """
-        self._ensure_dirs()
-        meta = {**(metadata or {}), "iter": str(iteration)}
-        save_safetensors(net_g, self.model_path(iteration), meta)
-        if net_g_ema is not None:
-            save_safetensors(net_g_ema, self.model_path(iteration, ema=True), meta)
-        path = save_training_state(self.state_path(iteration), state)
-        self.prune()
+        with self._writing(iteration) as current:
+            current.append(self.checkpoints_dir)
+            self._ensure_dirs()
+            meta = {**(metadata or {}), "iter": str(iteration)}
+            current.append(self.model_path(iteration))
+            save_safetensors(net_g, current[-1], meta)
+            if net_g_ema is not None:
+                current.append(self.model_path(iteration, ema=True))
+                save_safetensors(net_g_ema, current[-1], meta)
+            current.append(self.state_path(iteration))
+            path = save_training_state(current[-1], state)
+            current.append(self.checkpoints_dir)
+            self.prune()
         return path
 
     def mark_best(self, iteration: int, metrics: Mapping[str, float] | None = None,
@@ -205,27 +238,32 @@ class CheckpointStore:
         written with it (``iter`` set to ``iteration``): from ``weights``, else from the saved file's
         tensors (a rewrite, not a link, since the metadata differs).
         """
-        self._ensure_dirs()
-        meta = {**(metadata or {}), "iter": str(iteration)}
-        if weights is not None:
-            save_safetensors(weights, self.best_model_path, meta)
-            source = "weights"
-        else:
-            candidates = [self.model_path(iteration, ema=True), self.model_path(iteration)]
-            src = next((p for p in candidates if p.is_file()), None)
-            if src is None:
-                raise AutosrRuntimeError(f"no saved weights for iteration {iteration} in {self.models_dir}",
-                                         "pass the weights to mark_best, or save that iteration first")
-            if metadata is None:
-                _link_or_copy(src, self.best_model_path)
+        with self._writing() as current:
+            current.append(self.models_dir)
+            self._ensure_dirs()
+            meta = {**(metadata or {}), "iter": str(iteration)}
+            current.append(self.best_model_path)
+            if weights is not None:
+                save_safetensors(weights, self.best_model_path, meta)
+                source = "weights"
             else:
-                save_safetensors(load_safetensors(src), self.best_model_path, meta)
-            source = src.name
-        record = {"iter": iteration, "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-                  "source": source}
-        atomic_write(self.best_json_path, lambda f: f.write(json.dumps(record, indent=2).encode()))
-        self.best_iter = iteration
-        self.prune()
+                candidates = [self.model_path(iteration, ema=True), self.model_path(iteration)]
+                src = next((p for p in candidates if p.is_file()), None)
+                if src is None:
+                    raise AutosrRuntimeError(f"no saved weights for iteration {iteration} in {self.models_dir}",
+                                             "pass the weights to mark_best, or save that iteration first")
+                if metadata is None:
+                    _link_or_copy(src, self.best_model_path)
+                else:
+                    save_safetensors(load_safetensors(src), self.best_model_path, meta)
+                source = src.name
+            record = {"iter": iteration, "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+                      "source": source}
+            current.append(self.best_json_path)
+            atomic_write(self.best_json_path, lambda f: f.write(json.dumps(record, indent=2).encode()))
+            self.best_iter = iteration
+            current.append(self.models_dir)
+            self.prune()
         return self.best_model_path
 
     # reading

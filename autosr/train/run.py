@@ -19,7 +19,7 @@ from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.fsutil import write_text_atomic
 from autosr.journal import Journal
 from autosr.plan_file import plan_path_for, plan_records, read_plan
-from autosr.runfolder import RunFolder, rewrite_jsonl, up_to
+from autosr.runfolder import RunFolder, rewrite_jsonl, up_to, write_failure
 from autosr.train import checkpoint as ckpt
 from autosr.train import runlock
 from autosr.train.budget import TimeBudget
@@ -98,10 +98,17 @@ def _train(
     if explain and dist.is_main:
         _print_explain(trainer)
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_run_files(cfg, folder, config_path, overrides, first=not resume)
-        if not resume:
-            _journal_plan(journal, config_path, cfg, folder)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_run_files(cfg, folder, config_path, overrides, first=not resume)
+            if not resume:
+                _journal_plan(journal, config_path, cfg, folder)
+        except OSError as exc:  # a full disk or a read-only folder at start: one line, not a traceback
+            failure = write_failure(exc, Path(exc.filename) if getattr(exc, "filename", None) else run_dir,
+                                    "nothing was trained yet")
+            if failure is None:
+                raise
+            raise failure from None
 
     if resume:
         assert latest is not None  # checked above: resuming needs a checkpoint
