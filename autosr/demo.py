@@ -5,12 +5,12 @@ Runs in a few minutes on a 2-core CPU; on a GPU it is over in seconds.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rich.console import Console
 
 from autosr.errors import AutosrError
+from autosr.fsutil import check_creatable
 from autosr.init_cmd import run_init
 from autosr.runfolder import RunFolder, read_jsonl
 from autosr.synthetic import write_pairs
@@ -80,10 +80,4 @@ def _check_writable(folder: Path) -> None:
     """--dir must be (or be creatable in) a folder this user can write: one line, before any work."""
     if folder.exists() and not folder.is_dir():
         raise AutosrError(f"{folder}: not a folder", "pass --dir a folder (it is created when missing)")
-    existing = folder.resolve()
-    while not existing.exists():  # missing folders are created when writing
-        existing = existing.parent
-    if not existing.is_dir():
-        raise AutosrError(f"{existing}: not a folder, so {folder} cannot be created", "pass --dir a path inside a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise AutosrError(f"{existing}: folder is not writable", "pass --dir a folder you can write to")
+    check_creatable(folder, "--dir")

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from autosr.errors import AutosrError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -68,3 +70,15 @@ def write_text_atomic(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def check_creatable(target: Path, flag: str) -> None:
+    """`target` (a folder that may not exist yet) can be created and written by this user: its
+    nearest existing ancestor is a writable folder. One clear error naming it, before any work."""
+    existing = target.resolve()
+    while not existing.exists():  # missing folders are created when writing
+        existing = existing.parent
+    if not existing.is_dir():
+        raise AutosrError(f"{existing}: not a folder, so {target} cannot be written", f"pass {flag} a path inside a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AutosrError(f"{existing}: folder is not writable", f"pass {flag} a path in a folder you can write to")

@@ -15,7 +15,7 @@ from rich.table import Table
 from autosr.config import validate
 from autosr.dataset import DatasetProfile, analyse, check_patch, hold_out
 from autosr.errors import AutosrError
-from autosr.fsutil import write_text_atomic
+from autosr.fsutil import check_creatable, write_text_atomic
 from autosr.hardware import HardwareProfile, probe
 from autosr.images import complete_pairs, write_meta_info
 from autosr.plan import Plan, Timing, ValData, budget_arch_choice, make_plan, pick_arch
@@ -39,13 +39,7 @@ def run_init(
     if not print_only:  # the YAML, its plan and pair lists go in -o's folder: writable, before any work
         if output.is_dir():
             raise AutosrError(f"{output}: is a folder", f"pass -o a file name, e.g. -o {output / 'auto.yml'}")
-        folder = output.resolve().parent
-        while not folder.exists():  # missing folders are created when writing
-            folder = folder.parent
-        if not folder.is_dir():
-            raise AutosrError(f"{folder}: not a folder, so {output} cannot be written", "pass -o a path inside a folder")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise AutosrError(f"{folder}: folder is not writable", "pass -o a path in a folder you can write to")
+        check_creatable(output.parent, "-o")
     if arch:
         load_preset(arch)  # an unknown name fails before any reading
     if (val_gt is None) != (val_lq is None):
