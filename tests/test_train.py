@@ -167,6 +167,26 @@ def test_oom_backs_off_the_batch_and_the_run_goes_on(tmp_path, pair_set):
     assert "out of memory" in journal.records[-1]["reason"] or any("out of memory" in e["reason"] for e in journal.records)
 
 
+def _denormals_flushed() -> bool:
+    return (torch.tensor([1e-40]) * 1.0).item() == 0.0
+
+
+def test_cpu_denormal_flushing_is_on_while_training_and_put_back_after(tmp_path, pair_set):
+    # A process-wide flag: left on, it broke float maths elsewhere in the process (hypothesis refused to run).
+    config = make_config(tmp_path, pair_set, 3, ["val.val_enabled=false"])
+    seen = []
+
+    class Probe(Automation):
+        name = "Probe"
+
+        def after_step(self, stats, controls):
+            seen.append(_denormals_flushed())
+
+    assert not _denormals_flushed()
+    assert trainer_for(config, Journal(tmp_path / "events.jsonl"), [Probe()]).fit() == 0
+    assert seen == [True, True, True] and not _denormals_flushed()
+
+
 class Scripted(Automation):
     """A test automation that uses every control once (stats.iteration counts steps from 1)."""
 

@@ -122,12 +122,25 @@ def setup_torch(rt: RuntimeSettings, dist: DistInfo) -> TorchSetup:
         torch.backends.cudnn.deterministic = True
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick the fastest kernels
-    if device.type == "cpu":
-        # Denormal floats make CPU math ~10× slower as weights and gradients shrink.
-        torch.set_flush_denormal(True)
     precision = choose_precision(rt, device)
     notes.append(Note("precision", precision.label, precision.note))
     return TorchSetup(device, precision, seed, tuple(notes))
+
+
+@contextlib.contextmanager
+def denormals_flushed(device: torch.device) -> Any:
+    """On CPU, flush denormal floats to zero while training (they make CPU math ~10× slower as weights
+    and gradients shrink), and put the process-wide flag back afterwards: a library caller's (or a test's)
+    float maths must not change because a run happened in its process."""
+    if device.type != "cpu":
+        yield
+        return
+    was_on = (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() == 0.0
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_on)
 
 
 def build_optimizer(params: list[torch.nn.Parameter], opt: OptimizerSettings, device: torch.device) -> torch.optim.Optimizer:

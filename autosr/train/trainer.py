@@ -30,7 +30,7 @@ from autosr.train.losses import LossTerm, build_losses, total_loss
 from autosr.train.pretrained import load_pretrained
 from autosr.train.progress import Progress
 from autosr.train.settings import Settings, build_settings
-from autosr.train.setup import DistInfo, Note, Precision, build_optimizer, cache_budget_bytes, setup_torch
+from autosr.train.setup import DistInfo, Note, Precision, build_optimizer, cache_budget_bytes, denormals_flushed, setup_torch
 from autosr.train.validate import Validator
 
 LR_FACTOR_BOUNDS = (0.1, 2.0)  # runtime-scheduler.md: the automation scales, within these
@@ -279,6 +279,10 @@ class Trainer:
 
     def fit(self, *, max_steps: int | None = None) -> int:
         """Train until total_iter, a stop, or Ctrl-C. Returns the exit code (0, or 130 after Ctrl-C)."""
+        with denormals_flushed(self.device):
+            return self._fit(max_steps)
+
+    def _fit(self, max_steps: int | None) -> int:
         self._startup_seconds = self.budget.elapsed - self.progress.paused if self.budget else 0.0
         self._fit_start = self.iteration
         self._start()
