@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from autosr.archs.paragonsr2 import VARIANTS, ParagonSR2
+from autosr.archs.paragonsr2 import VARIANTS, ParagonSR2, ParagonSR2ConfigError
 from autosr.errors import AutosrError, did_you_mean
 
 ARCH_PREFIX = "paragonsr2_"
@@ -40,7 +40,10 @@ def build_network(opts: Mapping[str, Any]) -> nn.Module:
         )
     if "scale" not in args:
         raise AutosrError("network_g.scale is missing", "set it to the dataset's scale: 2, 3 or 4")
-    return ParagonSR2(**{**VARIANTS[key[len(ARCH_PREFIX):]], **args})
+    try:
+        return ParagonSR2(**{**VARIANTS[key[len(ARCH_PREFIX):]], **args})
+    except ParagonSR2ConfigError as e:
+        raise AutosrError(e.message, e.hint) from None
 
 
 def count_parameters(model: nn.Module) -> int:

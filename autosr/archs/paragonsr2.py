@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autosr.errors import AutosrError
-
 # The variant table of the spec. The constructor defaults are nano's.
 VARIANTS: dict[str, dict[str, int | float | bool]] = {
     name: {
@@ -299,9 +297,19 @@ class ContentGain(nn.Module):
 # ---------------------------------------------------------------- the network
 
 
+class ParagonSR2ConfigError(ValueError):
+    """A constructor value ParagonSR2 cannot build. A plain ValueError so this file stands alone (spandrel
+    vendors architecture files as they are); autosr turns it into its one-line error."""
+
+    def __init__(self, key: str, value: object, what: str) -> None:
+        super().__init__(f"network_g.{key} is {value!r} — ParagonSR2 needs {what}")
+        self.message = f"network_g.{key} is {value!r}"
+        self.hint = f"ParagonSR2 needs {what}"
+
+
 def _require(ok: bool, key: str, value: object, what: str) -> None:
     if not ok:
-        raise AutosrError(f"network_g.{key} is {value!r}", f"ParagonSR2 needs {what}")
+        raise ParagonSR2ConfigError(key, value, what)
 
 
 def _is_int(v: object) -> TypeGuard[int]:
