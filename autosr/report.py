@@ -214,6 +214,7 @@ def summarize(run: RunSummary) -> dict[str, Any]:
         "hardware": _hardware_text(run.hardware) if run.hardware else None,
         "decisions": {"planned": planned, "runtime": len(run.events) - planned},
         "models": models,
+        "use": rf.use_commands(),
         "problems": list(run.problems),
     }
 
@@ -263,6 +264,8 @@ def summary_lines(s: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     for m in s["models"]:
         rows.append(("file", f"{m['path']} — {m['what']}"))
+    for command in s["use"]:
+        rows.append(("use it", command))
     for p in s["problems"]:
         rows.append(("unreadable", p))
     return rows

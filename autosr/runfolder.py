@@ -22,6 +22,7 @@ import contextlib
 import errno
 import json
 import os
+import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,15 @@ class RunFolder:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
+
+    def use_commands(self) -> list[str]:
+        """How to use the trained model (printed at the end of `autosr train` and in the report): empty
+        until the run has saved one. Both commands take the run folder and pick its best model."""
+        if not self.models.is_dir() or not any(self.models.glob("net_g_*.safetensors")):
+            return []
+        root = shlex.quote(str(self.root))
+        return [f"autosr upscale {root} INPUT OUTPUT",
+                f"autosr export {root} --onnx {shlex.quote(self.root.name + '.onnx')}"]
 
 
 def plain(value: Any) -> Any:

@@ -199,11 +199,12 @@ def test_json_schema(tmp_path):
     data = json.loads(result.stdout)
     assert data["schema"] == SCHEMA
     assert set(data) == {"schema", "folder", "name", "arch", "scale", "params", "state", "iterations", "wall_time_s", "metrics",
-                         "final_loss", "mean_samples_s", "peak_vram_gib", "hardware", "decisions", "models", "problems"}
+                         "final_loss", "mean_samples_s", "peak_vram_gib", "hardware", "decisions", "models", "use", "problems"}
     assert set(data["metrics"]["psnr"]) == {"best", "best_iter", "final", "final_iter", "bicubic", "gain"}
     assert data["metrics"]["psnr"]["gain"] == pytest.approx(4.0) and data["state"]["code"] == "stopped"
     assert data["iterations"] == {"done": 100, "planned": 100} and data["wall_time_s"] == 90.0
     assert data["models"][0]["path"].endswith("net_g_best.safetensors")
+    assert data["use"] == [f"autosr upscale {run} INPUT OUTPUT", f"autosr export {run} --onnx r.onnx"]
     assert not (run / "report.html").exists()  # --json prints data only
     doc = (__import__("pathlib").Path(__file__).parents[1] / "docs" / "report-json.md").read_text()
     for key in data:

@@ -135,6 +135,9 @@ def test_resume_is_exact_with_the_scheduler_acting(tmp_path, pair_set, monkeypat
 def test_finished_run_says_how_to_continue(tmp_path, pair_set, capsys):
     config = make_config(tmp_path, pair_set, 5, ["val.val_enabled=false"])
     train_from_file(config, out_dir=tmp_path, resume=None, overrides=[], dry_run=False, quiet=True)
+    first = capsys.readouterr().err
+    run = tmp_path / load_config(config).data["name"]
+    assert f"use it: autosr upscale {run} INPUT OUTPUT" in first and f"use it: autosr export {run} --onnx" in first
     assert train_from_file(config, out_dir=tmp_path, resume=None, overrides=[], dry_run=False, quiet=True) == 0
     assert "--set train.total_iter=10" in capsys.readouterr().err
 

@@ -273,6 +273,8 @@ def _print_result(result: RunResult, folder: RunFolder, config_path: Path, overr
     best_model = folder.models / "net_g_best.safetensors"
     if best_model.exists():
         err.print(f"  best model: {best_model}")
+    for command in folder.use_commands():
+        err.print(f"  use it: {escape(command)}", soft_wrap=True)
     sys.stderr.flush()
 
 
