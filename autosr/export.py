@@ -18,6 +18,7 @@ from autosr.train.safetensors_io import save_safetensors
 from autosr.upscale import find_model
 
 TOLERANCE = 1e-4  # fp32 ONNX Runtime vs PyTorch, max abs difference on [0, 1] images
+FP16_TOLERANCE = 1 / 255  # fp16 ONNX vs fp32 PyTorch: within one level of an 8-bit image
 CHECK_SIZES = ((24, 31), (41, 36))  # two LR sizes, neither a multiple of the attention window
 
 
@@ -61,13 +62,17 @@ def write_standalone(model: nn.Module, info: ModelInfo, dest: Path, name: str) -
 
 
 def verify_onnx(model: nn.Module, path: Path, in_chans: int, sizes: tuple[tuple[int, int], ...]) -> list[tuple[tuple[int, int], float]]:
-    """Max abs difference between onnxruntime (CPU) and PyTorch (fp32, CPU) at each LR size."""
+    """Max abs difference between onnxruntime (CPU) and PyTorch (fp32, CPU) at each LR size. An fp16 graph
+    gets the same input rounded to float16."""
     try:
         import onnxruntime as ort  # type: ignore[import-untyped]
     except ImportError:
         raise AutosrRuntimeError(f"{path} was written but not verified: onnxruntime is not installed",
                                  "pip install onnxruntime") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: fp16 graphs log a warning per node the CPU cannot pre-compute
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    half = session.get_inputs()[0].type == "tensor(float16)"
     rng = np.random.default_rng(0)
     checks = []
     model = model.float().cpu().eval()
@@ -75,7 +80,7 @@ def verify_onnx(model: nn.Module, path: Path, in_chans: int, sizes: tuple[tuple[
         x = rng.random((1, in_chans, h, w), dtype=np.float32)
         with torch.inference_mode():
             want = model(torch.from_numpy(x)).numpy()
-        got = session.run(["output"], {"input": x})[0]
+        got = session.run(["output"], {"input": x.astype(np.float16) if half else x})[0].astype(np.float32)
         if got.shape != want.shape:
             raise AutosrRuntimeError(f"{path}: ONNX gives {got.shape} for a {h}×{w} input, PyTorch {want.shape}")
         checks.append(((h, w), float(np.abs(got - want).max())))
@@ -83,13 +88,16 @@ def verify_onnx(model: nn.Module, path: Path, in_chans: int, sizes: tuple[tuple[
 
 
 def export(target: Path, *, onnx_path: Path | None = None, opset: int = 17, static: tuple[int, int] | None = None,
-           safetensors_path: Path | None = None, name: str | None = None,
+           safetensors_path: Path | None = None, name: str | None = None, fp16: bool = False,
            say: Callable[[str], None] = print) -> ExportResult:
-    """Export; raises AutosrRuntimeError (exit 1) when ONNX and PyTorch differ by more than TOLERANCE."""
+    """Export; raises AutosrRuntimeError (exit 1) when ONNX and PyTorch differ by more than TOLERANCE
+    (FP16_TOLERANCE for an fp16 graph)."""
     from autosr.archs.onnx_export import export_onnx
 
     if onnx_path is None and safetensors_path is None:
         raise AutosrError("nothing to export", "pass --onnx PATH and/or --safetensors PATH")
+    if fp16 and onnx_path is None:
+        raise AutosrError("--fp16 is for the ONNX file", "pass --onnx PATH with it (model files keep fp32 weights)")
     if static is not None and min(static) < 1:
         raise AutosrError(f"--static {static[0]} {static[1]}: sizes must be ≥ 1")
     if opset < 17:
@@ -105,15 +113,15 @@ def export(target: Path, *, onnx_path: Path | None = None, opset: int = 17, stat
         if onnx_path.exists() and onnx_path.resolve() == info.path.resolve():
             raise AutosrError(f"--onnx {onnx_path} is the model being exported", "write the ONNX file elsewhere")
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, onnx_path, opset=opset, in_chans=info.in_chans, static=static)
+        export_onnx(model, onnx_path, opset=opset, in_chans=info.in_chans, static=static, fp16=fp16)
         result.onnx = onnx_path
         shape = f"static 1×{info.in_chans}×{static[0]}×{static[1]}" if static else "dynamic batch, height and width"
-        say(f"wrote {onnx_path} (opset {opset}, {shape}, ×{info.scale})")
+        say(f"wrote {onnx_path} ({'fp16' if fp16 else 'fp32'}, opset {opset}, {shape}, ×{info.scale})")
         result.checks = verify_onnx(model, onnx_path, info.in_chans, (static,) if static else CHECK_SIZES)
         for (h, w), diff in result.checks:
             say(f"  onnxruntime vs PyTorch at {h}×{w}: max abs difference {diff:.2e}")
-        worst = max(d for _, d in result.checks)
-        if not worst <= TOLERANCE:
-            raise AutosrRuntimeError(f"{onnx_path}: ONNX differs from PyTorch by {worst:.2e} (> {TOLERANCE:g})",
+        worst, limit = max(d for _, d in result.checks), FP16_TOLERANCE if fp16 else TOLERANCE
+        if not worst <= limit:
+            raise AutosrRuntimeError(f"{onnx_path}: ONNX differs from PyTorch by {worst:.2e} (> {limit:.2g})",
                                      "try another --opset, or report it")
     return result

@@ -10,7 +10,7 @@ from autosr.archs import build_network
 from autosr.archs.paragonsr2 import VARIANTS
 from autosr.cli import app
 from autosr.errors import AutosrError
-from autosr.export import TOLERANCE, export
+from autosr.export import FP16_TOLERANCE, TOLERANCE, export
 from autosr.model_file import load_model, model_metadata
 from autosr.train.safetensors_io import read_safetensors_metadata, save_safetensors
 
@@ -46,6 +46,27 @@ def test_onnx_of_nano_matches_pytorch_at_two_sizes(tmp_path, scale):
 def test_onnx_of_every_variant_matches_pytorch(tmp_path, variant, scale):
     result = export(_model_file(tmp_path / "m.safetensors", variant, scale), onnx_path=tmp_path / "m.onnx", say=lambda _: None)
     assert all(d <= TOLERANCE for _, d in result.checks)
+
+
+@pytest.mark.parametrize(("variant", "scale"), [("nano", 2), ("s", 3)])
+def test_fp16_onnx_is_half_the_size_and_within_one_8bit_level(tmp_path, variant, scale):
+    import onnx
+
+    mpath = _model_file(tmp_path / "m.safetensors", variant, scale)
+    lines: list[str] = []
+    full = export(mpath, onnx_path=tmp_path / "32.onnx", say=lambda _: None)
+    half = export(mpath, onnx_path=tmp_path / "16.onnx", fp16=True, say=lines.append)
+    assert len(half.checks) == 2 and all(d <= FP16_TOLERANCE for _, d in half.checks)
+    assert all(d > TOLERANCE / 100 for _, d in half.checks)  # it really ran in fp16
+    graph, graph32 = (onnx.load(str(tmp_path / f)).graph for f in ("16.onnx", "32.onnx"))
+    fp16 = onnx.TensorProto.FLOAT16
+    assert graph.input[0].type.tensor_type.elem_type == graph.output[0].type.tensor_type.elem_type == fp16
+    assert {w.data_type for w in graph.initializer} == {fp16}  # every weight
+    assert sum(len(w.raw_data) for w in graph.initializer) * 2 == sum(len(w.raw_data) for w in graph32.initializer)
+    assert "fp16" in lines[0] and full.checks[0][1] <= TOLERANCE
+    # the exported model file is untouched: the copy was halved, not the loaded model
+    model, _ = load_model(mpath)
+    assert next(model.parameters()).dtype == torch.float32
 
 
 def test_static_onnx(tmp_path):
@@ -84,6 +105,8 @@ def test_refusals(tmp_path):
         export(mpath, safetensors_path=mpath)
     with pytest.raises(AutosrError, match="opset"):
         export(mpath, onnx_path=tmp_path / "a.onnx", opset=13)
+    with pytest.raises(AutosrError, match="--fp16 is for the ONNX file"):
+        export(mpath, safetensors_path=tmp_path, fp16=True)
 
 
 def test_cli_export(tmp_path):
@@ -91,6 +114,8 @@ def test_cli_export(tmp_path):
     res = CliRunner().invoke(app, ["export", str(mpath), "--onnx", str(tmp_path / "m.onnx"), "--safetensors", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert res.output.count("max abs difference") == 2
+    res = CliRunner().invoke(app, ["export", str(mpath), "--onnx", str(tmp_path / "h.onnx"), "--fp16"])
+    assert res.exit_code == 0 and "fp16" in res.output, res.output
     assert (tmp_path / "3x_m_nano_40k.safetensors").is_file()
     bad = CliRunner().invoke(app, ["export", str(tmp_path / "missing.safetensors"), "--onnx", str(tmp_path / "x.onnx")])
     assert bad.exit_code == 2 and "no such model file" in bad.output

@@ -1,7 +1,8 @@
-"""ONNX export with dynamic batch, height and width (fp32, opset ≥ 17)."""
+"""ONNX export with dynamic batch, height and width (fp32 or fp16, opset ≥ 17)."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -12,19 +13,24 @@ OPSET = 17
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, opset: int = OPSET, in_chans: int = 3,
-                static: tuple[int, int] | None = None) -> Path:
+                static: tuple[int, int] | None = None, fp16: bool = False) -> Path:
     """Write `model` (LR → SR) to `path` as ONNX with input "input" and output "output".
 
     Uses the TorchScript-based exporter: it needs no onnxscript and records the shape arithmetic
     (window padding, reshapes) symbolically, so one export serves every input size. With
-    ``static=(h, w)`` the graph takes only 1×in_chans×h×w (what some TensorRT setups want).
+    ``static=(h, w)`` the graph takes only 1×in_chans×h×w (what some TensorRT setups want). With
+    ``fp16`` weights, input and output are float16 (half the file; what chaiNNer and TensorRT take
+    as an fp16 model); the caller's model is left as it is.
     """
     path = Path(path)
+    if fp16:
+        model = copy.deepcopy(model).half()
     was_training = model.training
     model.eval()
     # An odd, non-multiple-of-8 size so no shape-dependent branch is specialised away.
     h, w = static or (19, 23)
-    example = torch.rand(1, in_chans, h, w, device=next(model.parameters()).device)
+    param = next(model.parameters())
+    example = torch.rand(1, in_chans, h, w, device=param.device, dtype=param.dtype)
     dims: dict[int, str] = {0: "batch", 2: "height", 3: "width"}
     try:
         with torch.no_grad(), warnings.catch_warnings():
