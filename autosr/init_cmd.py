@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich import box
@@ -17,10 +19,11 @@ from autosr.dataset import DatasetProfile, analyse, check_patch, hold_out
 from autosr.errors import AutosrError
 from autosr.fsutil import check_creatable, write_text_atomic
 from autosr.hardware import HardwareProfile, probe
-from autosr.images import complete_pairs, write_meta_info
-from autosr.plan import Plan, Timing, ValData, budget_arch_choice, make_plan, pick_arch
+from autosr.images import Pair, complete_pairs, write_meta_info
+from autosr.plan import MEASURED, Plan, Timing, Tuned, ValData, budget_arch_choice, make_plan, pick_arch
 from autosr.plan_file import plan_path_for, write_plan
 from autosr.presets import load_preset
+from autosr.recommend import estimate_batch
 from autosr.render import render
 from autosr.train.budget import format_duration
 
@@ -65,6 +68,7 @@ def run_init(
         # Read as train will read them (collect_pairs without a list): every file must pair.
         val_pairs = complete_pairs(val_gt.resolve(), val_lq.resolve(), roles=("HR (--val-gt)", "LR (--val-lq)"))
         held = None
+        trial_train, trial_val = ds.pairs, val_pairs  # what init's trials train on and score on
         # Unpaired files would break traiNNer's folder mode: list the pairs explicitly then.
         train_pairs = ds.pairs if unpaired else None
         train_meta = str(meta_dir / f"{stem}.train_pairs.txt") if train_pairs else None
@@ -72,6 +76,7 @@ def run_init(
     else:
         split = hold_out(ds.pairs)
         train_pairs, held = split.train, split.val
+        trial_train, trial_val = split.train, split.val
         val = ValData(
             "holdout", str(ds.gt_dir), str(ds.lq_dir), len(held),
             meta_info=str(meta_dir / f"{stem}.val_pairs.txt"),
@@ -85,14 +90,23 @@ def run_init(
         # nano or s for this budget: s's speed on this GPU and data decides (half of the probe's time)
         s_plan = make_plan(hw, ds, arch="paragonsr2_s", val=val, overrides=overrides, flavor=flavor, name=name,
                            timing=Timing(time_budget, None, "not measured yet"), arch_reason="probe")
-        s_timing = _measure(s_plan, hw, time_budget, calibrate, share=0.025)
+        s_timing = _measure(s_plan, hw, time_budget, calibrate, share=0.01)
         arch, arch_reason = budget_arch_choice(s_timing.it_per_s, time_budget, s_timing.source)
     plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
                      timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason)
-    timing = _measure(plan, hw, time_budget, calibrate, share=0.025 if arch_reason else 0.05)
+    # Batch and LR by trials on the user's pairs (≤ 4% of the budget; 3% after the arch probe's 1%)
+    tuned, trials, trial_note = _tune(plan, hw, trial_train, trial_val, time_budget, calibrate,
+                                      share=0.03 if arch_reason else 0.04)
+    if tuned is not None:
+        plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
+                         timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason, tuned=tuned)
+    timing = _measure(plan, hw, time_budget, calibrate, share=0.01 if calibrate and time_budget else 0.05)
     if timing.it_per_s or time_budget:
         plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name, timing=timing,
-                         arch_reason=arch_reason)
+                         arch_reason=arch_reason, tuned=tuned)
+    plan.trials = trials
+    if trial_note:
+        plan.notes.append(f"trials: {trial_note}")
     if timing.source:
         plan.notes.append(f"speed: {timing.source}")
     short = too_short_to_beat_bicubic(plan, timing)
@@ -117,10 +131,48 @@ def run_init(
         write_meta_info(held, Path(val.meta_info))
     write_plan(plan_path_for(output), decisions=plan.values, command=command, config=output,
                hardware=hw.to_dict(), dataset=ds.to_dict(), time_budget_s=time_budget,
-               calibration={"speed_it_per_s": timing.it_per_s, "speed_source": timing.source})
+               calibration={"speed_it_per_s": timing.it_per_s, "speed_source": timing.source, "trials": plan.trials,
+                            "trials_note": trial_note})
     write_text_atomic(output, text)
     _print_summary(plan, ds, output, time_budget)
     return plan
+
+
+def _tune(plan: Plan, hw: HardwareProfile, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], time_budget: float | None,
+          calibrate: bool, share: float) -> tuple[Tuned | None, list[dict[str, Any]], str]:
+    """Batch and LR from short trials on the user's pairs (autosr/trials.py), the trials as data, and a note
+    saying what was done or why not. Only for the presets with measured defaults, and never over a --set."""
+    if not calibrate:
+        return None, [], ""
+    variant = str(plan.get("network_g.type")).removeprefix("paragonsr2_")
+    batch_key, lr_key = "datasets.train.batch_size_per_gpu", "train.optim_g.lr"
+    if variant not in MEASURED:
+        return None, [], f"not run for {variant} (its defaults are not measured; trials only move around measured ones)"
+    if batch_key in plan.fixed or lr_key in plan.fixed:
+        return None, [], "not run: you set the batch or the learning rate"
+    from autosr.trials import candidates, choose, run_trials, trial_seconds
+
+    batch, lr = int(plan.get(batch_key)), float(plan.get(lr_key))
+    lq, scale = int(plan.get("datasets.train.lq_size")), int(plan.get("scale"))
+    preset = load_preset(variant)
+    cands = candidates(batch, lr, max_batch=int(estimate_batch(hw, preset, lq_size=lq, scale=scale).value))
+    seconds, why = trial_seconds(time_budget, len(cands), hw.backend == "cuda", share=share)
+    if seconds is None:
+        return None, [], why
+    err.print(f"[dim]calibrating on your data: {why}…[/dim]")
+    precision = "bf16" if plan.get("amp_bf16") else ("fp16" if plan.get("use_amp") else "fp32")
+    results = run_trials(
+        network={"type": plan.get("network_g.type"), "scale": scale}, losses=list(plan.get("train.losses")),
+        optim={"betas": plan.get("train.optim_g.betas"), "weight_decay": plan.get("train.optim_g.weight_decay")},
+        train_pairs=train_pairs, val_pairs=val_pairs, scale=scale, lq_size=lq, precision=precision,
+        channels_last=bool(plan.get("use_channels_last")), warmup=int(plan.get("train.warmup_iter")), cands=cands,
+        seconds_each=seconds,
+    )
+    chosen, reason = choose(results, cands[0])
+    trials = [{"batch": r.candidate.batch, "lr": r.candidate.lr, "label": r.candidate.label, "iterations": r.iterations,
+               "seconds": round(r.seconds, 2), "gain_db": None if r.gain_db is None else round(r.gain_db, 4),
+               "text": r.describe()} for r in results]
+    return Tuned(chosen.batch, chosen.lr, reason), trials, why
 
 
 # The scales the network (autosr.archs.paragonsr2.SCALES) is built for, so the ones train accepts;
@@ -202,6 +254,9 @@ def _print_explain(plan: Plan) -> None:
     for key, decision in plan.values.items():
         reason = "set by you" if decision.source == "set" else decision.reason
         table.add_row(key, str(decision.value), reason)
+    for trial in plan.trials:
+        gain = trial["gain_db"]
+        table.add_row("calibration.trial", "failed" if gain is None else f"{gain:+.3f} dB", trial["text"])
     err.print(table)
 
 

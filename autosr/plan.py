@@ -76,10 +76,20 @@ class Timing:
     source: str = ""  # how the speed was measured (or why it was not)
 
 
+@dataclass(frozen=True)
+class Tuned:
+    """Batch and LR chosen by init's trials on the user's data (autosr/trials.py), with the reason."""
+
+    batch: int
+    lr: float
+    reason: str
+
+
 @dataclass
 class Plan:
     values: dict[str, Decision] = field(default_factory=dict)  # dotted key → decision, in YAML order
     notes: list[str] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)  # init's calibration trials, as data
     flavor: str = "fork"
     fixed: dict[str, Any] = field(default_factory=dict)  # the user's --set values, by key
 
@@ -266,9 +276,11 @@ def make_plan(
     name: str | None = None,
     timing: Timing = Timing(),
     arch_reason: str | None = None,
+    tuned: Tuned | None = None,
 ) -> Plan:
     """Decide every value of the traiNNer config for this hardware and dataset. `arch_reason`:
-    the arch was chosen automatically (by init's measurement), for this reason."""
+    the arch was chosen automatically (by init's measurement), for this reason. `tuned`: batch and LR
+    chosen by trials on the user's data."""
     if arch and arch_reason:
         preset, arch_source = load_preset(arch), "auto"
     elif arch:
@@ -329,7 +341,7 @@ def make_plan(
                else "the paired files only (some files have no partner)")
         put(t + "meta_info", val.train_meta_info, why)
     plan.values[t + "lq_size"] = plan.values.pop(t + "lq_size")  # keep the YAML order: patch after paths
-    per_gpu = _batch(hw, preset, lq, scale)
+    per_gpu = _batch(hw, preset, lq, scale) if tuned is None else Decision(tuned.batch, tuned.reason)
     if gpus > 1:
         per_gpu = Decision(per_gpu.value, f"{per_gpu.reason}; × {gpus} GPUs = {per_gpu.value * gpus} samples per step")
     batch = decide(t + "batch_size_per_gpu", per_gpu)
@@ -356,7 +368,7 @@ def make_plan(
         total_iter = decide(tr + "total_iter", Decision(base.value, base.reason + _duration(timing, base.value)))
     step = 100 if total_iter >= 2500 else 10  # round derived iteration counts to readable numbers
     put(tr + "optim_g.type", "AdamW", "decoupled weight decay; the preset's optimizer")
-    decide(tr + "optim_g.lr", _lr(preset, batch * accum, gpus))
+    decide(tr + "optim_g.lr", _lr(preset, batch * accum, gpus) if tuned is None else Decision(tuned.lr, tuned.reason))
     put(tr + "optim_g.weight_decay", float(preset.optimizer["weight_decay"]), "preset")
     put(tr + "optim_g.betas", [float(b) for b in preset.optimizer["betas"]], "preset")
     put(tr + "scheduler.type", "MultiStepLR", "step decay composes with EMA and the LR automation")

@@ -65,4 +65,8 @@ def plan_records(plan: dict[str, Any], config_tree: dict[str, Any]) -> list[tupl
             out.append((key, value, f"edited in the YAML after init (planned {entry.get('value')!r}: {reason})"))
         else:
             out.append((key, value, reason))
+    calibration = plan.get("calibration")
+    for trial in (calibration.get("trials") or []) if isinstance(calibration, dict) else []:
+        if isinstance(trial, dict):  # init's batch × LR trials on the user's data, one record each
+            out.append(("calibration.trial", trial.get("gain_db"), str(trial.get("text", ""))))
     return out
