@@ -131,7 +131,8 @@ def init(
     time: Annotated[str | None, typer.Option(
         "--time", help="The time you have for training (20m, 2h, 1h30m): every length-dependent value is fitted to it.")] = None,
     no_calibrate: Annotated[bool, typer.Option(
-        "--no-calibrate", help="Do not measure this machine's training speed (a few seconds).")] = False,
+        "--no-calibrate",
+        help="Do not measure this machine (training speed, memory; with --time, batch × LR trials on your data).")] = False,
 ) -> None:
     """Analyse a dataset, plan every setting for this machine, and write a commented traiNNer-redux YAML."""
     from autosr.init_cmd import run_init

@@ -14,16 +14,16 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from autosr.calibrate import MemoryProbe
 from autosr.config import validate
 from autosr.dataset import DatasetProfile, analyse, check_patch, hold_out
 from autosr.errors import AutosrError
 from autosr.fsutil import check_creatable, write_text_atomic
 from autosr.hardware import HardwareProfile, probe
 from autosr.images import Pair, complete_pairs, write_meta_info
-from autosr.plan import MEASURED, Plan, Timing, Tuned, ValData, budget_arch_choice, make_plan, pick_arch
+from autosr.plan import MEASURED, Plan, Timing, Tuned, ValData, budget_arch_choice, make_plan, memory_batch, pick_arch
 from autosr.plan_file import plan_path_for, write_plan
 from autosr.presets import load_preset
-from autosr.recommend import estimate_batch
 from autosr.render import render
 from autosr.train.budget import format_duration
 
@@ -94,16 +94,21 @@ def run_init(
         arch, arch_reason = budget_arch_choice(s_timing.it_per_s, time_budget, s_timing.source)
     plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
                      timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason)
+    memory = _probe_memory(plan, calibrate and hw.backend == "cuda")
+    if memory is not None:  # the batch that fits, from measured peak memory instead of the preset's table
+        plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
+                         timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason, memory=memory)
     # Batch and LR by trials on the user's pairs (≤ 4% of the budget; 3% after the arch probe's 1%)
-    tuned, trials, trial_note = _tune(plan, hw, trial_train, trial_val, time_budget, calibrate,
+    tuned, trials, trial_note = _tune(plan, hw, trial_train, trial_val, time_budget, calibrate, memory,
                                       share=0.03 if arch_reason else 0.04)
     if tuned is not None:
         plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
-                         timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason, tuned=tuned)
+                         timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason, tuned=tuned,
+                         memory=memory)
     timing = _measure(plan, hw, time_budget, calibrate, share=0.01 if calibrate and time_budget else 0.05)
     if timing.it_per_s or time_budget:
         plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name, timing=timing,
-                         arch_reason=arch_reason, tuned=tuned)
+                         arch_reason=arch_reason, tuned=tuned, memory=memory)
     plan.trials = trials
     if trial_note:
         plan.notes.append(f"trials: {trial_note}")
@@ -132,14 +137,29 @@ def run_init(
     write_plan(plan_path_for(output), decisions=plan.values, command=command, config=output,
                hardware=hw.to_dict(), dataset=ds.to_dict(), time_budget_s=time_budget,
                calibration={"speed_it_per_s": timing.it_per_s, "speed_source": timing.source, "trials": plan.trials,
-                            "trials_note": trial_note})
+                            "trials_note": trial_note, "memory": None if memory is None else {
+                                "fixed_mib": memory.fixed_mib, "per_sample_mib": memory.per_sample_mib, "note": memory.note}})
     write_text_atomic(output, text)
     _print_summary(plan, ds, output, time_budget)
     return plan
 
 
+def _probe_memory(plan: Plan, run: bool) -> MemoryProbe | None:
+    """Peak memory of real steps of this plan at its batch and half of it (a few seconds on a GPU)."""
+    if not run or "datasets.train.batch_size_per_gpu" in plan.fixed:
+        return None
+    from autosr.calibrate import measure_memory
+
+    get = plan.get
+    precision = "bf16" if get("amp_bf16") else ("fp16" if get("use_amp") else "fp32")
+    return measure_memory({"type": get("network_g.type"), "scale": get("scale")},
+                          batch=int(get("datasets.train.batch_size_per_gpu")), lq_size=int(get("datasets.train.lq_size")),
+                          scale=int(get("scale")), precision=precision, channels_last=bool(get("use_channels_last")),
+                          losses=list(get("train.losses")))
+
+
 def _tune(plan: Plan, hw: HardwareProfile, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], time_budget: float | None,
-          calibrate: bool, share: float) -> tuple[Tuned | None, list[dict[str, Any]], str]:
+          calibrate: bool, memory: MemoryProbe | None, share: float) -> tuple[Tuned | None, list[dict[str, Any]], str]:
     """Batch and LR from short trials on the user's pairs (autosr/trials.py), the trials as data, and a note
     saying what was done or why not. Only for the presets with measured defaults, and never over a --set."""
     if not calibrate:
@@ -155,7 +175,7 @@ def _tune(plan: Plan, hw: HardwareProfile, train_pairs: Sequence[Pair], val_pair
     batch, lr = int(plan.get(batch_key)), float(plan.get(lr_key))
     lq, scale = int(plan.get("datasets.train.lq_size")), int(plan.get("scale"))
     preset = load_preset(variant)
-    cands = candidates(batch, lr, max_batch=int(estimate_batch(hw, preset, lq_size=lq, scale=scale).value))
+    cands = candidates(batch, lr, max_batch=int(memory_batch(hw, preset, lq, scale, memory).value))
     seconds, why = trial_seconds(time_budget, len(cands), hw.backend == "cuda", share=share)
     if seconds is None:
         return None, [], why

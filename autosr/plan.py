@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autosr.calibrate import MemoryProbe
 from autosr.config import parse_override, set_path, validate, without_fork_sections
 from autosr.dataset import DatasetProfile
 from autosr.decision import Decision
@@ -22,6 +23,7 @@ from autosr.hardware import TIER_SETTINGS, HardwareProfile
 from autosr.presets import VARIANTS, Preset, all_presets, load_preset
 from autosr.recommend import (
     MAX_BATCH,
+    batch_budget,
     choose_channels_last,
     choose_compile,
     choose_precision,
@@ -165,8 +167,26 @@ def _patch(ds: DatasetProfile, preset: Preset) -> Decision:
     return Decision(fitted, f"preset wants {preset.lq_size} px, smallest sampled LR side is {ds.smallest_side} px")
 
 
-def _batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int) -> Decision:
-    estimate = estimate_batch(hw, preset, lq_size=lq, scale=scale)
+def memory_batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int, memory: MemoryProbe | None) -> Decision:
+    """The batch that fits the tier's share of the card: from init's memory probe when it measured one,
+    else estimated from the preset's memory table. Reason: '<budget>; <division> → <outcome>'."""
+    fits = memory.batch_for(batch_budget(hw).value) if memory is not None else None
+    if memory is None or fits is None or memory.fixed_mib is None or memory.per_sample_mib is None:
+        estimate = estimate_batch(hw, preset, lq_size=lq, scale=scale)
+        if memory is not None:  # the probe ran and fell back: say why
+            return Decision(estimate.value, f"{estimate.reason} (memory probe: {memory.note.replace('; ', ', ')})")
+        return estimate
+    budget = batch_budget(hw)
+    value = max(1, min(fits, MAX_BATCH))
+    outcome = ("less than one sample fits: 1 (expect out-of-memory; choose a smaller preset or patch)" if fits < 1
+               else f"{fits}, capped at {MAX_BATCH}" if fits > MAX_BATCH else str(value))
+    return Decision(value, f"{budget.reason}; measured ({memory.note.replace('; ', ', ')}): "
+                           f"({budget.value:,} − {memory.fixed_mib:.0f} MiB fixed) ÷ {memory.per_sample_mib:.1f} MiB/sample "
+                           f"at lq {lq} ×{scale} → {outcome}")
+
+
+def _batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int, memory: MemoryProbe | None = None) -> Decision:
+    estimate = memory_batch(hw, preset, lq, scale, memory)
     if preset.variant in MEASURED and hw.backend == "cuda":
         batch = min(int(estimate.value), SHORT_BATCH)
         if batch < SHORT_BATCH:
@@ -277,10 +297,11 @@ def make_plan(
     timing: Timing = Timing(),
     arch_reason: str | None = None,
     tuned: Tuned | None = None,
+    memory: MemoryProbe | None = None,
 ) -> Plan:
     """Decide every value of the traiNNer config for this hardware and dataset. `arch_reason`:
     the arch was chosen automatically (by init's measurement), for this reason. `tuned`: batch and LR
-    chosen by trials on the user's data."""
+    chosen by trials on the user's data. `memory`: init's memory probe (the batch that fits)."""
     if arch and arch_reason:
         preset, arch_source = load_preset(arch), "auto"
     elif arch:
@@ -341,7 +362,7 @@ def make_plan(
                else "the paired files only (some files have no partner)")
         put(t + "meta_info", val.train_meta_info, why)
     plan.values[t + "lq_size"] = plan.values.pop(t + "lq_size")  # keep the YAML order: patch after paths
-    per_gpu = _batch(hw, preset, lq, scale) if tuned is None else Decision(tuned.batch, tuned.reason)
+    per_gpu = _batch(hw, preset, lq, scale, memory) if tuned is None else Decision(tuned.batch, tuned.reason)
     if gpus > 1:
         per_gpu = Decision(per_gpu.value, f"{per_gpu.reason}; × {gpus} GPUs = {per_gpu.value * gpus} samples per step")
     batch = decide(t + "batch_size_per_gpu", per_gpu)

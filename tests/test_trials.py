@@ -145,3 +145,103 @@ def test_no_trials_over_a_set_batch_or_on_a_cpu(pairs, tmp_path, monkeypatch):
     plan = run_init(output=tmp_path / "set.yml", overrides=["datasets.train.lq_size=24", "train.optim_g.lr=1e-3"], **common)
     assert plan.trials == [] and any("you set the batch or the learning rate" in n for n in plan.notes)
     assert plan.get("train.optim_g.lr") == 1e-3
+
+
+# ---- the memory probe -------------------------------------------------------------------------
+
+
+def test_memory_probe_arithmetic_and_the_batch_it_gives():
+    from autosr.calibrate import MemoryProbe
+    from autosr.plan import memory_batch
+    from autosr.presets import load_preset
+    from autosr.recommend import batch_budget
+
+    probe = MemoryProbe(1000.0, 100.0, "measured on a fake GPU: peak 4200 MiB at batch 32, 7400 MiB at batch 64")
+    assert probe.batch_for(1000.0 + 100.0 * 37.5) == 37 and probe.batch_for(500.0) == 0
+    assert MemoryProbe(None, None, "no CUDA GPU").batch_for(1e6) is None
+    hw = fake_profile((("NVIDIA RTX 4090", 24.0, "8.9"),))
+    m = load_preset("m")
+    budget = batch_budget(hw).value
+    d = memory_batch(hw, m, 64, 2, probe)
+    assert d.value == min(512, int((budget - 1000) // 100)) and "measured (measured on a fake GPU" in d.reason
+    fallback = memory_batch(hw, m, 64, 2, MemoryProbe(None, None, "batch 8 ran out of memory; too few batch sizes ran"))
+    assert "memory probe: batch 8 ran out of memory, too few" in fallback.reason
+    assert fallback.value == memory_batch(hw, m, 64, 2, None).value  # the estimate
+    tiny = memory_batch(hw, m, 64, 2, MemoryProbe(budget + 1.0, 50.0, "x"))
+    assert tiny.value == 1 and "expect out-of-memory" in tiny.reason
+
+
+def test_memory_probe_on_a_cpu_says_so():
+    from autosr.calibrate import measure_memory
+
+    probe = measure_memory({"type": "paragonsr2_nano", "scale": 2}, batch=4, lq_size=16, scale=2, precision="fp32",
+                           channels_last=False, losses=[{"type": "l1loss", "loss_weight": 1.0}])
+    assert probe.fixed_mib is None and "no CUDA GPU" in probe.note
+
+
+def test_memory_probe_halves_a_batch_that_runs_out_and_fits_a_line(monkeypatch):
+    """The CUDA calls faked: peak = 900 MiB + 40 MiB per sample; batches above 48 run out of memory."""
+    import torch
+
+    from autosr import calibrate
+
+    current = {"batch": 0}
+
+    class FakeSteps:
+        def __init__(self, *a, **k):
+            self.device = torch.device("cuda")
+            self.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+        def run(self, batch, count, keep_going=None):
+            if batch > 48:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+            current["batch"] = batch
+            return count
+
+        def where(self):
+            return "a fake GPU"
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(calibrate, "_Steps", FakeSteps)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: (900 + 40 * current["batch"]) * 2**20)
+    probe = calibrate.measure_memory({"type": "paragonsr2_m", "scale": 2}, batch=128, lq_size=64, scale=2,
+                                     precision="bf16", channels_last=True, losses=[])
+    assert probe.fixed_mib == pytest.approx(900) and probe.per_sample_mib == pytest.approx(40)
+    assert probe.note.startswith("batch 128, 64 ran out of memory; measured on a fake GPU")
+    assert "peak 1540 MiB at batch 16, 2180 MiB at batch 32" in probe.note
+
+
+def test_init_sizes_the_batch_from_the_memory_probe(pairs, tmp_path, monkeypatch):
+    from autosr.calibrate import MemoryProbe
+    from autosr.recommend import batch_budget
+
+    root, _ = pairs
+    hw = fake_profile((("NVIDIA RTX 4090", 24.0, "8.9"),))
+    probe = MemoryProbe(2000.0, 300.0, "measured on a fake GPU: peak 6800 MiB at batch 16, 11600 MiB at batch 32")
+    asked = {}
+
+    def fake_memory(network, **kw):
+        asked.update(kw, type=network["type"])
+        return probe
+
+    monkeypatch.setattr("autosr.init_cmd.probe", lambda _path: hw)
+    monkeypatch.setattr("autosr.calibrate.measure_memory", fake_memory)
+    monkeypatch.setattr("autosr.calibrate.measure_speed", lambda *a, **k: SpeedProbe(3.0, 10, 1.0, None, "fake speed probe"))
+    config = tmp_path / "m.yml"
+    plan = run_init(gt=root / "hr", lq=root / "lr", arch="paragonsr2_m", val_gt=None, val_lq=None, output=config, name="t",
+                    scale=None, overrides=["datasets.train.lq_size=24"], flavor="fork", force=True, print_only=False,
+                    explain=False, sample=64, time_budget=None, calibrate=True)
+    assert asked["type"] == "paragonsr2_m" and asked["lq_size"] == 24 and asked["precision"] == "bf16"
+    batch = plan.values["datasets.train.batch_size_per_gpu"]
+    assert batch.value == int((batch_budget(hw).value - 2000) // 300) and "measured (measured on a fake GPU" in batch.reason
+    assert read_plan(plan_path_for(config))["calibration"]["memory"]["per_sample_mib"] == 300.0
+    # --no-calibrate: no probe, the estimate
+    plan = run_init(gt=root / "hr", lq=root / "lr", arch="paragonsr2_m", val_gt=None, val_lq=None, output=tmp_path / "n.yml",
+                    name="t", scale=None, overrides=["datasets.train.lq_size=24"], flavor="fork", force=True, print_only=False,
+                    explain=False, sample=64, time_budget=None, calibrate=False)
+    assert "measured" not in plan.values["datasets.train.batch_size_per_gpu"].reason
