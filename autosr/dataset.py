@@ -34,6 +34,7 @@ _GRAY = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN = {"I;16", "I;16B", "I;16L", "I;16N", "RGB;16", "RGBA;16"}
 _EXT_NAME = {"jpeg": "jpg", "tiff": "tif"}
+_QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
 # ─── the profile ──────────────────────────────────────────────────────────────────────────────
@@ -169,20 +170,41 @@ def _formats(exts: Sequence[str]) -> dict[str, int]:
 def _pair_scale(pair: Pair, gt: Header, lq: Header) -> int:
     """The integer scale of one pair; the LR side may be off by 1 px (odd HR sizes)."""
     (gw, gh), (lw, lh) = gt.size, lq.size
+    if not _fits((gw, gh), (lw, lh)):
+        _refuse_one_sided_rotation(pair, gt, lq)
     if lw > gw or lh > gh:
         raise AutosrError(
             f"LR image {pair.lq} ({lw}×{lh}) is larger than its HR image {pair.gt} ({gw}×{gh})",
             "--gt takes the high-resolution folder and --lq the low-resolution one: are they swapped?",
         )
-    sw, sh = round(gw / lw), round(gh / lh)
-    fits = sw == sh and 1 <= sw <= 8 and abs(gw / sw - lw) <= 1 and abs(gh / sh - lh) <= 1
-    if not fits:
+    if not _fits((gw, gh), (lw, lh)):
         raise AutosrError(
             f"pair '{pair.key}' has no integer scale from 1 to 8: HR {gw}×{gh}, LR {lw}×{lh} "
             f"(width ×{gw / lw:.2f}, height ×{gh / lh:.2f})",
             "each LR image must be the HR image shrunk by one integer factor (±1 px)",
         )
-    return sw
+    return round(gw / lw)
+
+
+def _fits(gt: tuple[int, int], lq: tuple[int, int]) -> bool:
+    """Whether LR is HR shrunk by one integer factor from 1 to 8 (±1 px)."""
+    sw, sh = round(gt[0] / lq[0]), round(gt[1] / lq[1])
+    return sw == sh and 1 <= sw <= 8 and abs(gt[0] / sw - lq[0]) <= 1 and abs(gt[1] / sh - lq[1]) <= 1
+
+
+def _refuse_one_sided_rotation(pair: Pair, gt: Header, lq: Header) -> None:
+    """A pair that fits as stored but not as shown, because only one side carries an EXIF rotation of
+    90° (autosr, like OpenCV, shows each file upright): name the tag, not a puzzling ratio."""
+    gt_turns, lq_turns = gt.orientation in _QUARTER_TURNS, lq.orientation in _QUARTER_TURNS
+    stored_gt, stored_lq = (gt.size[1], gt.size[0]) if gt_turns else gt.size, (lq.size[1], lq.size[0]) if lq_turns else lq.size
+    if gt_turns == lq_turns or not _fits(stored_gt, stored_lq):
+        return
+    tagged, other = (pair.gt, pair.lq) if gt_turns else (pair.lq, pair.gt)
+    raise AutosrError(
+        f"pair '{pair.key}': {tagged} carries EXIF orientation {(gt if gt_turns else lq).orientation} (shown turned 90°) "
+        f"but {other} does not, so they match only as stored, not as shown",
+        "save both upright without the orientation tag (or give both the same tag)",
+    )
 
 
 def _check_scale(
@@ -242,6 +264,12 @@ def _notes(
     mixed = [p.key for p, (g, q) in zip(chosen, heads, strict=True) if _base_mode(g.mode) != _base_mode(q.mode)]
     if mixed:
         notes.append(f"{len(mixed)} sampled pair(s) differ in colour mode between HR and LR: {few(mixed)}")
+    turned = [p.key for p, (g, q) in zip(chosen, heads, strict=True) if g.orientation != q.orientation]
+    if turned:
+        notes.append(
+            f"{len(turned)} sampled pair(s) carry different EXIF orientations on HR and LR: {few(turned)} — autosr "
+            "shows each file upright (as OpenCV does): check that the pairs line up, or save them upright without the tag"
+        )
     rotated = [p.key for p, (g, q) in zip(chosen, heads, strict=True) if g.rotated or q.rotated]
     if rotated:
         notes.append(

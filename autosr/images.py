@@ -46,6 +46,7 @@ header alone; `load_rgb_uint8` is the one decoder. Any file that cannot be read 
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
@@ -107,10 +108,21 @@ def unreadable(path: str | os.PathLike[str], why: BaseException | str, hint: str
     reason = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
     if isinstance(why, Image.DecompressionBombError):
         return AutosrError(f"image {path} is too large to read safely: {reason}", "cut it into tiles, or remove it")
+    if isinstance(why, OSError) and why.strerror:  # the OS's words, without the path a second time
+        reason = why.strerror.lower()
+        hint = hint or _OS_HINTS.get(why.errno or 0)
     return AutosrError(
         f"cannot read image {path}: {reason}",
         hint or "the file is corrupt or not an image: re-save it, or remove it and its partner",
     )
+
+
+_OS_HINTS = {
+    errno.ENOENT: "it was moved or deleted: restore it, or run autosr init again to list the set anew",
+    errno.EACCES: "check its permissions (and those of its folders): autosr only reads it",
+    errno.EPERM: "check its permissions (and those of its folders): autosr only reads it",
+    errno.ELOOP: "it is a symbolic link that points back to itself: fix the link, or remove it",
+}
 
 
 def few(names: Sequence[str], show: int = SHOW) -> str:
@@ -243,7 +255,7 @@ def _scan(folder: Path) -> dict[str, str]:
             name = entry.name
             if name.startswith("."):
                 continue
-            if entry.is_dir():  # uses d_type: no stat per entry on common file systems
+            if _is_dir(entry):  # uses d_type: no stat per entry on common file systems
                 if entry.is_symlink():  # a linked folder may loop back on itself
                     real = os.path.realpath(entry.path)
                     if real in visited:
@@ -264,6 +276,14 @@ def _scan(folder: Path) -> dict[str, str]:
                 raise _duplicate(folder, key, found[key], name)
             found[key] = entry.path
     return found
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """entry.is_dir(), with a link that loops (a → b → a) named as such instead of an OSError."""
+    try:
+        return entry.is_dir()
+    except OSError as exc:
+        raise unreadable(entry.path, exc) from None
 
 
 def pair_folders(

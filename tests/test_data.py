@@ -323,7 +323,9 @@ def test_corrupt_file_is_named(tmp_path):
         _source(collect_pairs(str(hr), str(lr)), "cache")
     loader = _source(collect_pairs(str(hr), str(lr)), "loader", batch_size=4)
     with pytest.raises(AutosrError, match=gt.name):
-        for _ in range(20):  # a batch of 4 decodes one pair: the broken one comes up sooner or later
+        # a batch of 4 decodes one pair: the broken one comes up sooner or later, is skipped, and with 1 of
+        # the 2 pairs unreadable (over the 1% limit) the source stops, naming it
+        for _ in range(20):
             loader.next_batch()
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from autosr.errors import AutosrError
+from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.images import Pair, check_pair, image_size, load_rgb_uint8, usable_lq_size
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "CachedCropSource",
     "CropSource",
     "LoaderCropSource",
+    "Skip",
+    "UnreadableSet",
     "build_crop_source",
 ]
 
@@ -87,6 +89,7 @@ class CropSource(Protocol):
     def set_batch_size(self, batch_size: int) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def take_skips(self) -> list[Skip]: ...
     def close(self) -> None: ...
 
 
@@ -356,6 +359,10 @@ class CachedCropSource:
         # then goes on from the same counters but is not the one the first run would have drawn.
         self.batches, self.samples = int(state["batches"]), int(state["samples"])
 
+    def take_skips(self) -> list[Skip]:
+        """Always none: every image was decoded at start, nothing is read from disk while training."""
+        return []
+
     def close(self) -> None:
         self.lq = self.gt = None  # type: ignore[assignment]  # release the cache memory
 
@@ -375,6 +382,31 @@ CROPS_PER_PAIR = 8
 
 # One decoded pair's crops in a batch: (image index, [(slot in the batch, y0, x0, transform code)]).
 _UnitCrops = tuple[int, list[tuple[int, int, int, int]]]
+
+# A pair that became unreadable during the run, as a worker reports it: (image index, the one-line error).
+_Skipped = tuple[int, str]
+# Draws a worker makes for one unit before it gives up: only a set that is mostly gone exhausts them.
+MAX_REDRAWS = 16
+# Share of the training pairs that may become unreadable during a run before it stops: a few lost
+# files do not matter to training, a disappearing disk or folder does.
+UNREADABLE_LIMIT = 0.01
+
+
+class Skip(NamedTuple):
+    """A training pair the loader skipped because it could not be read any more (first time only)."""
+
+    image: int  # index in the training set
+    reason: str  # the one-line error, naming the file
+    skipped: int  # pairs skipped so far, this one included
+    total: int  # pairs in the training set
+
+    def describe(self) -> str:
+        return (f"skipped a training pair: {self.reason} ({self.skipped} of {self.total} pairs so far; "
+                f"the run stops when more than {UNREADABLE_LIMIT:.0%} are unreadable)")
+
+
+class UnreadableSet(AutosrRuntimeError):
+    """More than UNREADABLE_LIMIT of the training pairs became unreadable while training."""
 
 
 class _UnitStream:
@@ -421,6 +453,15 @@ class _UnitStream:
             for _ in range(self.crops_per_pair)
         ]
         return image, crops
+
+    def redraw(self, u: int, attempt: int, crops: list[tuple[int, int, int, int]]) -> _UnitCrops:
+        """Unit u drawn again (attempt ≥ 1) because its pair could not be read: another image,
+        area-weighted as `unit` draws, and new crop positions in it. Slots and transform codes stay,
+        so the batch's (hflip, transpose) groups stay too. A pure function of (seed, u, attempt)."""
+        rng = random.Random(_mix(self.seed, 4, u * self.world + self.rank, attempt))
+        image = bisect.bisect_right(self.cum, rng.randrange(self.cum[-1]))
+        (width, height), p = self.usable[image], self.lq_size
+        return image, [(slot, rng.randrange(height - p + 1), rng.randrange(width - p + 1), code) for slot, _, _, code in crops]
 
     def batch(self, start: int, size: int) -> tuple[list[_UnitCrops], list[int]]:
         """Crops start … start+size−1 by unit: [(image, [(slot, y0, x0, code), …]), …] and the
@@ -486,22 +527,42 @@ class _BatchDataset(Dataset):
             raise AutosrError(f"{path} decoded to {arr.shape[1]}×{arr.shape[0]}, header said {wh[0]}×{wh[1]}")
         return arr
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[_Skipped]]:
+        """(LQ, GT, crops per group, the pairs that could not be read and were drawn around)."""
         start, size = item
         p, s = self.stream.lq_size, self.scale
         units, counts = self.stream.batch(start, size)
         lq_out = np.empty((size, p, p, 3), dtype=np.uint8)
         gt_out = np.empty((size, p * s, p * s, 3), dtype=np.uint8)
-        for image, crops in units:
-            gt_path, lq_path = self.pairs[image]
-            lq = self._decode(lq_path, self.lq_wh[image])
-            gt = self._decode(gt_path, self.gt_wh[image])
+        skipped: list[_Skipped] = []
+        first_unit = start // self.stream.crops_per_pair
+        for i, (image, crops) in enumerate(units):
+            lq, gt, crops = self._readable_unit(first_unit + i, image, crops, skipped)
             for slot, y0, x0, code in crops:
                 rows = slice(None, None, -1 if code & 1 else 1)
                 lq_out[slot] = lq[y0 : y0 + p, x0 : x0 + p][rows]
                 gt_out[slot] = gt[y0 * s : (y0 + p) * s, x0 * s : (x0 + p) * s][rows]
             del lq, gt  # one decoded pair alive at a time
-        return torch.from_numpy(lq_out), torch.from_numpy(gt_out), torch.tensor(counts)
+        return torch.from_numpy(lq_out), torch.from_numpy(gt_out), torch.tensor(counts), skipped
+
+    def _readable_unit(
+        self, u: int, image: int, crops: list[tuple[int, int, int, int]], skipped: list[_Skipped]
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
+        """Unit u's pair decoded (LQ, GT, crops). A pair that became unreadable after the start
+        (deleted, truncated, replaced) goes into `skipped` and the unit is drawn again elsewhere:
+        the worker reports, the main process decides whether the run may go on."""
+        for attempt in range(1, MAX_REDRAWS + 1):
+            gt_path, lq_path = self.pairs[image]
+            try:
+                lq = self._decode(lq_path, self.lq_wh[image])
+                return lq, self._decode(gt_path, self.gt_wh[image]), crops
+            except AutosrError as exc:
+                skipped.append((image, exc.message))  # the hint is the run's to give: restore, or stop
+            image, crops = self.stream.redraw(u, attempt, crops)
+        raise AutosrRuntimeError(
+            f"no readable training pair in {MAX_REDRAWS} draws; last: {skipped[-1][1]}",
+            "the training images are disappearing: check the disk, then resume",
+        )
 
 
 def _clean_worker_error(exc: AutosrError) -> AutosrError:
@@ -509,7 +570,7 @@ def _clean_worker_error(exc: AutosrError) -> AutosrError:
     lines = str(exc).strip().splitlines()
     if len(lines) < 2:
         return exc  # raised in this process (num_workers=0): already clean
-    return AutosrError(lines[-1].split("AutosrError: ", 1)[-1])
+    return type(exc)(lines[-1].split(f"{type(exc).__name__}: ", 1)[-1])  # the type keeps the exit code
 
 
 class LoaderCropSource:
@@ -540,6 +601,10 @@ class LoaderCropSource:
         self._dataset = self._make_dataset(crops_per_pair)
         self.batch_size = batch_size
         self.batches = self.samples = 0
+        # Pairs found unreadable during the run (image index → error), and those not yet taken by
+        # the trainer. Not saved in checkpoints: a resume reads every header again anyway.
+        self.unreadable: dict[int, str] = {}
+        self._fresh: list[Skip] = []
         self._loader: DataLoader | None = None
         self._iter: Iterator | None = None
 
@@ -572,9 +637,10 @@ class LoaderCropSource:
 
     def next_batch(self) -> Batch:
         try:
-            lq, gt, counts = next(self._start() if self._iter is None else self._iter)
+            lq, gt, counts, skipped = next(self._start() if self._iter is None else self._iter)
         except AutosrError as exc:
             raise _clean_worker_error(exc) from None
+        self._note_skipped(skipped)
         bounds = np.cumsum([0, *counts.tolist()]).tolist()
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
         lq = _to_float(_to_device(lq, self.device), groups, self.spec.channels_last)
@@ -585,11 +651,31 @@ class LoaderCropSource:
 
     def peek_batch(self, n: int = PEEK) -> Batch:
         """The first n crops of the stream, decoded in this process; the stream's state is untouched."""
-        lq, gt, counts = self._dataset[(0, n)]
+        lq, gt, counts, skipped = self._dataset[(0, n)]
+        self._note_skipped(skipped)
         bounds = np.cumsum([0, *counts.tolist()]).tolist()
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
         return Batch(_to_float(_to_device(lq, self.device), groups, self.spec.channels_last),
                      _to_float(_to_device(gt, self.device), groups, self.spec.channels_last))
+
+    def _note_skipped(self, skipped: Sequence[_Skipped]) -> None:
+        """Record the pairs a batch was drawn around; stop once too many of the set are gone."""
+        total = len(self.table.pairs)
+        for image, reason in skipped:
+            if image not in self.unreadable:
+                self.unreadable[image] = reason
+                self._fresh.append(Skip(image, reason, len(self.unreadable), total))
+        if len(self.unreadable) > UNREADABLE_LIMIT * total:
+            raise UnreadableSet(
+                f"{len(self.unreadable)} of {total} training pairs became unreadable while training "
+                f"(the limit is {UNREADABLE_LIMIT:.0%}); first: {next(iter(self.unreadable.values()))}",
+                "restore the files (or run autosr init again to list the set anew), then resume",
+            )
+
+    def take_skips(self) -> list[Skip]:
+        """Pairs skipped since the last call, for the trainer to warn about and journal."""
+        fresh, self._fresh = self._fresh, []
+        return fresh
 
     def set_batch_size(self, batch_size: int) -> None:
         if batch_size < 1:

@@ -23,7 +23,7 @@ from autosr.journal import Journal
 from autosr.runfolder import JsonlWriter, RunFolder
 from autosr.train import checkpoint as ckpt
 from autosr.train.budget import TimeBudget, format_duration
-from autosr.train.data import CropSource, build_crop_source
+from autosr.train.data import CropSource, UnreadableSet, build_crop_source
 from autosr.train.ema import ModelEMA, build_ema
 from autosr.train.hooks import Automation, LossInfo, RunInfo, StepStats, TierInfo, ValStats, phase_of
 from autosr.train.losses import LossTerm, build_losses, total_loss
@@ -294,7 +294,7 @@ class Trainer:
             if self.iteration >= self.total_iter:
                 break
             # 2. one optimiser step; the automations see it and may act through Controls
-            stats, lr = self.train_step()
+            stats, lr = self._train_step_skipping_lost_pairs()
             steps_done += 1
             # 3. log
             self.progress.update(self.iteration)
@@ -458,6 +458,29 @@ class Trainer:
             if stats.iteration % automation.step_interval == 0:
                 automation.after_step(stats, self)
         return stats, lr
+
+    def _train_step_skipping_lost_pairs(self) -> tuple[StepStats, float]:
+        """train_step; pairs the loader found unreadable are warned about and journaled. When too
+        many of the set are gone: checkpoint, then stop with one line (exit 1)."""
+        try:
+            result = self.train_step()
+        except UnreadableSet as exc:
+            self._report_skips()
+            self.optimizer.zero_grad(set_to_none=True)  # the cut-short step leaves nothing behind
+            self.save()
+            self.progress.close()
+            self.metrics_log.close()
+            saved = ckpt.CheckpointStore(self.run_dir, clean=False).state_path(self.iteration) if self.run_dir else None
+            where = f"checkpoint saved: {saved}" if saved and saved.exists() else "no checkpoint was saved"
+            raise AutosrRuntimeError(f"iteration {self.iteration}: {exc.message}", f"{exc.hint} ({where})") from None
+        self._report_skips()
+        return result
+
+    def _report_skips(self) -> None:
+        for skip in self.source.take_skips():
+            if self.dist.is_main:
+                self.progress.console.print(f"warning: {skip.describe()}", markup=False, style="yellow")
+            self._event("data", "data.unreadable", skip.skipped - 1, skip.skipped, skip.reason)
 
     def _step_with_backoff(self) -> StepStats:
         while True:
