@@ -3,6 +3,7 @@ standalone, shareably named safetensors file with its metadata."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,15 @@ def verify_onnx(model: nn.Module, path: Path, in_chans: int, sizes: tuple[tuple[
     return checks
 
 
+def _require_onnx_packages() -> None:
+    """ONNX export writes with `onnx` and checks with `onnxruntime`: both optional extras. Refuse before
+    anything is written rather than fail inside the exporter."""
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise AutosrError(f"--onnx needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed",
+                          'pip install "autosr[onnx]" (or: pip install onnx onnxruntime)')
+
+
 def export(target: Path, *, onnx_path: Path | None = None, opset: int = 17, static: tuple[int, int] | None = None,
            safetensors_path: Path | None = None, name: str | None = None, fp16: bool = False,
            say: Callable[[str], None] = print) -> ExportResult:
@@ -102,6 +112,8 @@ def export(target: Path, *, onnx_path: Path | None = None, opset: int = 17, stat
         raise AutosrError(f"--static {static[0]} {static[1]}: sizes must be ≥ 1")
     if opset < 17:
         raise AutosrError(f"--opset {opset} is too old", "ParagonSR2 needs opset 17 or newer")
+    if onnx_path is not None:
+        _require_onnx_packages()
     src, fallback = find_model(target)
     model, info = load_model(src, network_opts=fallback)
     result = ExportResult(info)

@@ -119,3 +119,16 @@ def test_cli_export(tmp_path):
     assert (tmp_path / "3x_m_nano_40k.safetensors").is_file()
     bad = CliRunner().invoke(app, ["export", str(tmp_path / "missing.safetensors"), "--onnx", str(tmp_path / "x.onnx")])
     assert bad.exit_code == 2 and "no such model file" in bad.output
+
+
+def test_onnx_without_its_packages_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    """A plain `pip install autosr` has neither onnx nor onnxruntime (an extra): say so before writing."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("onnx", "onnxruntime") else real(name, *a))
+    mpath = _model_file(tmp_path / "m.safetensors")
+    res = CliRunner().invoke(app, ["export", str(mpath), "--onnx", str(tmp_path / "out" / "m.onnx")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "needs onnx and onnxruntime" in res.output and 'autosr[onnx]' in res.output
+    assert not (tmp_path / "out").exists()
