@@ -18,15 +18,19 @@ from __future__ import annotations
 import math
 
 import torch
-from spandrel import (
-    MAIN_REGISTRY,
-    Architecture,
-    ArchRegistry,
-    ArchSupport,
-    ImageModelDescriptor,
-    StateDict,
-)
-from spandrel.util import KeyCondition, get_seq_len
+
+try:
+    from spandrel import (
+        MAIN_REGISTRY,
+        Architecture,
+        ArchRegistry,
+        ArchSupport,
+        ImageModelDescriptor,
+        StateDict,
+    )
+    from spandrel.util import KeyCondition, get_seq_len
+except ImportError as exc:  # an optional extra: say which
+    raise ImportError(f'autosr.archs.spandrel_support needs spandrel ({exc}): pip install "autosr[spandrel]"') from exc
 
 from autosr.archs.paragonsr2 import VARIANTS, ParagonSR2
 
