@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from test_faults_input import IS_ROOT, one_line, squeezed  # the same checks of one-line errors
 from typer.testing import CliRunner
 
 from autosr.cli import app
@@ -28,17 +29,6 @@ from autosr.train.run import train_from_file
 from autosr.train.trainer import Trainer
 
 runner = CliRunner()
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def one_line(output: str) -> str:
-    lines = [x for x in output.replace("\r", "").split("\n") if x.strip()]
-    assert "Traceback" not in output and "unexpected" not in output, output
-    return " ".join(lines)  # rich may wrap one long line at the terminal width
-
-
-def squeezed(text: str) -> str:
-    return "".join(text.split())  # paths wrapped by rich compare whole
 
 
 # ---- 1. a training image lost mid-run (the loader path) ------------------------------------------
