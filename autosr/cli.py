@@ -247,8 +247,10 @@ def upscale(
     result, info = run_upscale(model, input_path, output, tile=tile, device=device, fp16=fp16, bf16=bf16)
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"{len(result.done)} image(s) upscaled ×{info.scale} with {escape(str(info.path))} → {escape(str(output))}")
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for note in result.notes:
+        err.print(f"[yellow]note:[/yellow] {escape(note)}")
     if result.failed:
-        err = Console(stderr=True, highlight=False, soft_wrap=True)
         err.print(f"[red]{len(result.failed)} file(s) skipped:[/red]")
         for path, why in result.failed:
             err.print(f"  {escape(str(path))}: {escape(why)}")

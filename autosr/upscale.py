@@ -30,7 +30,7 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
-from autosr.errors import AutosrError
+from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.fsutil import atomic_write
 from autosr.images import IMAGE_EXTS
 from autosr.model_file import ModelInfo, load_model
@@ -287,6 +287,28 @@ def upscale_tensor(model: nn.Module, x: Tensor, scale: int, *, tile: int, overla
 class Result:
     done: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the tile made smaller after running out of memory
+
+
+MIN_TILE = 64  # below this the overlap dominates: an image that does not fit in such tiles is reported
+
+
+def upscale_fitting(model: nn.Module, info: ModelInfo, pic: Picture, *, device: torch.device, dtype: torch.dtype,
+                    tile: int, notes: list[str]) -> tuple[Picture, int]:
+    """upscale_picture; when the GPU runs out of memory (the tile estimate is rough, other programs use the
+    card too), halve the tile and try again, down to MIN_TILE. Returns the picture and the tile that
+    worked, which the next images start from."""
+    while True:
+        try:
+            return upscale_picture(model, info, pic, device=device, dtype=dtype, tile=tile), tile
+        except torch.cuda.OutOfMemoryError:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if tile // 2 < MIN_TILE:
+                raise AutosrRuntimeError(f"out of GPU memory even in {tile}-pixel tiles",
+                                         "close other programs on the GPU, pass --fp16/--bf16, or --device cpu") from None
+            notes.append(f"tile {tile} ran out of GPU memory: {tile // 2} from now on")
+            tile //= 2
 
 
 def _is_image(p: Path) -> bool:
@@ -387,7 +409,12 @@ def upscale(model_target: Path, src: Path, dst: Path, *, tile: int | None = None
             except Exception as e:  # noqa: BLE001 - any decoder failure: skip the file, report it
                 result.failed.append((inp, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
             else:
-                write_picture(out, upscale_picture(model, info, pic, device=dev, dtype=dtype, tile=side))
-                result.done.append(out)
+                try:
+                    upscaled, side = upscale_fitting(model, info, pic, device=dev, dtype=dtype, tile=side, notes=result.notes)
+                except AutosrRuntimeError as e:
+                    result.failed.append((inp, str(e)))
+                else:
+                    write_picture(out, upscaled)
+                    result.done.append(out)
             bar.advance(task)
     return result, info

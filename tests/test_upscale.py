@@ -192,3 +192,35 @@ def test_16_bit_png_reader_undoes_every_filter_type(tmp_path):
     pic = read_picture(tmp_path / "f.png")
     assert pic.bits == 16 and pic.alpha is None
     assert np.array_equal(np.round(pic.color * 65535).astype(np.uint16), arr)
+
+
+def test_running_out_of_gpu_memory_halves_the_tile_and_the_output_is_the_same(tmp_path, monkeypatch):
+    """The tile estimate is rough and other programs share the card: an out-of-memory tile is halved
+    (and stays halved for the next images); the result equals an untroubled run's."""
+    import autosr.upscale as up
+
+    mpath = _model_file(tmp_path / "m.safetensors")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(_rgb(150, 140, i)).save(src / f"{i}.png")
+    calm, _ = upscale(mpath, src, tmp_path / "calm", device="cpu", tile=128, show_progress=False)
+    real, tiles = up.upscale_tensor, []
+
+    def tight(model, x, scale, *, tile, overlap=up.OVERLAP):
+        tiles.append(tile)
+        if tile > 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+        return real(model, x, scale, tile=tile, overlap=overlap)
+
+    monkeypatch.setattr(up, "upscale_tensor", tight)
+    result, _ = upscale(mpath, src, tmp_path / "tight", device="cpu", tile=128, show_progress=False)
+    assert tiles == [128, 64, 64]  # the second image starts from the tile that worked
+    assert result.notes == ["tile 128 ran out of GPU memory: 64 from now on"] and not result.failed
+    for name in ("0.png", "1.png"):
+        a = np.asarray(Image.open(tmp_path / "calm" / name)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "tight" / name)).astype(int)
+        assert np.abs(a - b).max() <= 1  # tiling is seamless: any tile size gives the same picture
+    monkeypatch.setattr(up, "MIN_TILE", 128)
+    result, _ = upscale(mpath, src, tmp_path / "none", device="cpu", tile=128, show_progress=False)
+    assert not result.done and len(result.failed) == 2 and "out of GPU memory even in 128-pixel tiles" in result.failed[0][1]
