@@ -93,10 +93,27 @@ def test_adaptive_validation_frequency_acts_under_a_time_budget(tmp_path, pair_s
                                                    psnr_per_val=psnr_per_val, val_freq=200,
                                                    extra=["train.dynamic_loss_scheduling.enabled=false", *only_avf])
     start = clock.t
-    first_plan = trainer.planned_vals
+    first_plan = trainer.vals.planned
     assert trainer.fit() == 0
     assert abs(clock.t - start - 100) <= 5
     changes = [e for e in journal.records if e["key"] == "val_freq" and "time budget" in e["reason"]]
     assert changes, [e["key"] for e in journal.records]
     # a metric that moves fast gets more validations than planned, a flat one fewer
     assert (len(done) > first_plan) if more else (len(done) < first_plan), (len(done), first_plan)
+
+
+def test_val_plan_spreads_what_is_left_over_the_rest_of_the_run():
+    from autosr.train.val_plan import ValPlan
+
+    plan = ValPlan(planned=4)
+    assert [plan.next_point(0, 1000)] == [250] and plan.interval(1000) == 250
+    plan.done = 2
+    assert plan.next_point(500, 1000) == 750 and plan.next_point(500, 2000) == 1500  # the run re-fitted longer
+    plan.respread(600, 1)  # one more fits: at the end
+    assert (plan.planned, plan.left, plan.state()) == (3, 1, [3, 600, 2])
+    assert plan.next_point(600, 1000) == 1000 and plan.interval(1000) == 400
+    assert plan.next_point(999, 1000) == 1000 and plan.next_point(1000, 1000) == 1001  # always after now
+    other = ValPlan(planned=0)
+    other.load(plan.state())
+    other.done = plan.done
+    assert other == plan

@@ -31,6 +31,7 @@ from autosr.train.pretrained import load_pretrained
 from autosr.train.progress import Progress
 from autosr.train.settings import Settings, build_settings
 from autosr.train.setup import DistInfo, Note, Precision, build_optimizer, cache_budget_bytes, denormals_flushed, setup_torch
+from autosr.train.val_plan import ValPlan
 from autosr.train.validate import Validator
 
 LR_FACTOR_BOUNDS = (0.1, 2.0)  # runtime-scheduler.md: the automation scales, within these
@@ -188,9 +189,7 @@ class Trainer:
         self.next_val = self.val_freq
         self.print_freq, self.save_freq = s.print_freq, s.save_checkpoint_freq
         # A time budget spreads this many validations over whatever length fits (as planned).
-        self.planned_vals = max(1, s.total_iter // self.val_freq) if self.val_freq else 0
-        self.vals_done = 0
-        self._val_anchor = (0, 0)  # (iteration, vals_done) from which the remaining validations are spread
+        self.vals = ValPlan(planned=max(1, s.total_iter // self.val_freq) if self.val_freq else 0)
         self.val_seconds: float | None = None  # measured cost of one validation + checkpoint
         self._baseline_s = 0.0  # the bicubic baseline's time: a first guess at a validation's
         self._refit_note_at = 0.0
@@ -351,7 +350,7 @@ class Trainer:
         budget = self.budget
         if self.iteration > self._fit_start + 2:  # the first steps include compile and warm-up
             budget.mark(self.iteration, self.progress.paused + self._startup_seconds)
-        vals_left = max(0, self.planned_vals - self.vals_done) if self.val_freq else 0
+        vals_left = self.vals.left if self.val_freq else 0
         per_val = self._val_cost()
         upcoming = vals_left * per_val + (0.0 if self.val_freq else 0.01 * budget.seconds)
         old = self.total_iter
@@ -367,7 +366,7 @@ class Trainer:
         self.total_iter = fitted
         self.progress.total = self.total_iter
         if self.val_freq:
-            self.next_val = self._next_val_point()
+            self.next_val = self.vals.next_point(self.iteration, self.total_iter)
         share = budget.elapsed / budget.seconds
         if share >= self._refit_note_at and budget.rate() is not None:
             self._refit_note_at = share + 0.1
@@ -375,21 +374,12 @@ class Trainer:
                         f"time budget {format_duration(budget.seconds)}: {format_duration(budget.elapsed)} spent, "
                         f"{budget.rate():.2f} it/s measured → {self.total_iter} iterations end on time")
 
-    def _next_val_point(self) -> int:
-        """With a time budget, the validations still planned are spread evenly over the rest of the
-        (re-fitted) run, from the last point their number changed."""
-        start_it, start_k = self._val_anchor
-        left = max(1, self.planned_vals - start_k)
-        k = self.vals_done + 1 - start_k
-        return max(self.iteration + 1, start_it + round((self.total_iter - start_it) * k / left))
-
     def _val_interval(self) -> int:
         """Iterations between validations now: val_freq, or with a time budget the spacing of the
         validations still planned over the rest of the (re-fitted) run."""
         if self.budget is None or not self.val_freq:
             return self.val_freq
-        start_it, start_k = self._val_anchor
-        return max(1, round((self.total_iter - start_it) / max(1, self.planned_vals - start_k)))
+        return self.vals.interval(self.total_iter)
 
     def _affordable_vals(self) -> int | None:
         """How many more validations fit in VAL_TIME_SHARE of the budget left (None: no budget)."""
@@ -403,15 +393,14 @@ class Trainer:
         return self.val_seconds if self.val_seconds is not None else max(0.01 * self.budget.seconds, 3 * self._baseline_s)
 
     def _respread_validations(self, count: int) -> None:
-        self.planned_vals = self.vals_done + max(1, count)
-        self._val_anchor = (self.iteration, self.vals_done)
-        self.next_val = self._next_val_point()
+        self.vals.respread(self.iteration, count)
+        self.next_val = self.vals.next_point(self.iteration, self.total_iter)
 
     def _bound_validation_cost(self) -> None:
         """With a time budget, validations may take at most VAL_TIME_SHARE of the time left: where
         the ones still planned would take more (a slow CPU, a large validation set), fewer are made."""
         affordable = self._affordable_vals()
-        left = self.planned_vals - self.vals_done
+        left = self.vals.left
         if affordable is None or not self.val_freq or left <= affordable:
             return
         assert self.budget is not None
@@ -671,7 +660,7 @@ class Trainer:
         return out
 
     def _validate(self) -> None:
-        self.vals_done += 1
+        self.vals.done += 1
         self.next_val = self.iteration + self.val_freq
         if self.validator is not None:
             self._validate_main()
@@ -685,14 +674,14 @@ class Trainer:
         import torch.distributed as dist
 
         knobs = torch.tensor([self.lr_scale, self.clip_threshold, float(self.clip), float(self.val_freq),
-                              float(self.stop_reason is not None), float(self.planned_vals), *map(float, self._val_anchor)],
+                              float(self.stop_reason is not None), *map(float, self.vals.state())],
                              dtype=torch.float64, device=self.device)
         dist.broadcast(knobs, 0)
         dist.broadcast(self.loss_weights, 0)
         if not self.dist.is_main:
             lr_scale, clip_threshold, clip, val_freq, stop, planned_vals, anchor_it, anchor_k = knobs.tolist()
             self.lr_scale, self.clip_threshold, self.clip = lr_scale, clip_threshold, bool(clip)
-            self.planned_vals, self._val_anchor = int(planned_vals), (int(anchor_it), int(anchor_k))
+            self.vals.load((int(planned_vals), int(anchor_it), int(anchor_k)))
             if int(val_freq) != self.val_freq:
                 self.val_freq = int(val_freq)
                 self.next_val = self.iteration + self.val_freq
@@ -818,7 +807,7 @@ class Trainer:
 
     def set_val_freq(self, val_freq: int, reason: str) -> None:
         val_freq = max(1, int(val_freq))
-        if self.budget is not None and self.vals_done:
+        if self.budget is not None and self.vals.done:
             # With a time budget the run's length moves: the new interval becomes a number of
             # validations over the rest of the run, within the budget's share for validations.
             wanted = max(1, round((self.total_iter - self.iteration) / val_freq))
@@ -859,8 +848,8 @@ class Trainer:
             "phase": self.phase,
             "val_freq": self.val_freq,
             "total_iter": self.total_iter,
-            "vals_done": self.vals_done,
-            "planned_vals": [self.planned_vals, *self._val_anchor],
+            "vals_done": self.vals.done,
+            "planned_vals": self.vals.state(),
             "budget": self.budget.state_dict() if self.budget is not None else None,
             "batch_size": self.batch_size,
             "world_size": self.dist.world_size,  # the state itself is rank-independent (rank 0's)
@@ -892,10 +881,9 @@ class Trainer:
         # every rank validates on the same schedule (rank 0 runs it; the others meet it in _sync_knobs)
         self.val_freq = state["val_freq"] if self.s.val.freq else 0
         self.next_val = (self.iteration // self.val_freq + 1) * self.val_freq if self.val_freq else 0
-        self.vals_done = state.get("vals_done", self.iteration // self.val_freq if self.val_freq else 0)
+        self.vals.done = state.get("vals_done", self.iteration // self.val_freq if self.val_freq else 0)
         if "planned_vals" in state:
-            planned, anchor_it, anchor_k = state["planned_vals"]
-            self.planned_vals, self._val_anchor = planned, (anchor_it, anchor_k)
+            self.vals.load(state["planned_vals"])
         if self.budget is not None and state.get("budget"):
             self.budget.load_state_dict(state["budget"])
             self.total_iter = state.get("total_iter", self.total_iter)
