@@ -31,19 +31,10 @@ NAME = "df"
 
 
 def make_config(work: Path, total_iter: int) -> Path:
-    from autosr.synthetic import write_pairs
+    """kill_resume's short CPU run, a checkpoint every 4 iterations."""
+    from kill_resume import make_data  # benchmarks/ is on sys.path when this runs as a script
 
-    hr, lr = write_pairs(work / "pairs", 12, scale=2, size=(128, 96), seed=0)
-    cfg = work / "cfg.yml"
-    sets = [f"train.total_iter={total_iter}", "datasets.train.lq_size=32", "datasets.train.batch_size_per_gpu=4",
-            "datasets.train.accum_iter=1", "train.warmup_iter=4", "logger.save_checkpoint_freq=4", "logger.print_freq=4",
-            "val.val_enabled=false", "manual_seed=1"]
-    cmd = [sys.executable, "-m", "autosr", "init", "--gt", str(hr), "--lq", str(lr), "-o", str(cfg), "--arch", "paragonsr2_nano",
-           "--name", NAME, "--no-calibrate", "--force"]
-    for s in sets:
-        cmd += ["--set", s]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return cfg
+    return make_data(work, total_iter, freq=4, seed=1, name=NAME)
 
 
 def fill(disk: Path, run_dir: Path, stop: threading.Event) -> None:

@@ -47,7 +47,8 @@ TAKEOVER = "took over a stale lock"
 LOCKED = "another autosr train"
 
 
-def make_data(work: Path, total_iter: int, freq: int, seed: int) -> Path:
+def make_data(work: Path, total_iter: int, freq: int, seed: int, name: str = NAME) -> Path:
+    """12 generated pairs and a short CPU config (nano, batch 4, no validation, a checkpoint every `freq`)."""
     from autosr.synthetic import write_pairs
 
     hr, lr = write_pairs(work / "pairs", 12, scale=2, size=(128, 96), seed=seed)
@@ -56,7 +57,7 @@ def make_data(work: Path, total_iter: int, freq: int, seed: int) -> Path:
             "datasets.train.accum_iter=1", "train.warmup_iter=10", f"logger.save_checkpoint_freq={freq}",
             f"logger.print_freq={freq}", "val.val_enabled=false", f"manual_seed={seed}"]
     cmd = [sys.executable, "-m", "autosr", "init", "--gt", str(hr), "--lq", str(lr), "-o", str(cfg), "--arch", "paragonsr2_nano",
-           "--name", NAME, "--no-calibrate", "--force"]
+           "--name", name, "--no-calibrate", "--force"]
     for s in sets:
         cmd += ["--set", s]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
