@@ -140,9 +140,8 @@ def run_trials(*, network: dict[str, Any], losses: list[dict[str, Any]], optim: 
     passed, model builds and scoring included, so its cost stays bounded even when something is slow."""
     import torch
 
-    from autosr.archs import build_network
     from autosr.images import load_val_pairs
-    from autosr.train.losses import build_losses, total_loss
+    from autosr.train.losses import build_losses
     from autosr.train.metrics import calculate_psnr
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -165,14 +164,18 @@ def run_trials(*, network: dict[str, Any], losses: list[dict[str, Any]], optim: 
             results.append(TrialResult(cand, 0, 0.0, None, "skipped: the trials' time bound was reached"))
             continue
         results.append(_one_trial(cand, network, terms, optim, pool_lq, pool_gt, held, bicubic, scale, warmup, seconds_each,
-                                  seed, dev, dtype, fmt, clock, total_loss, calculate_psnr, build_network))
+                                  seed, dev, dtype, fmt, clock))
     return results
 
 
 def _one_trial(cand: Candidate, network: dict[str, Any], terms: Any, optim: dict[str, Any], pool_lq: Any, pool_gt: Any,
                held: Sequence[tuple[Any, Any]], bicubic: Sequence[float], scale: int, warmup: int, seconds: float, seed: int,
-               dev: Any, dtype: Any, fmt: Any, clock: Callable[[], float], total_loss: Any, psnr: Any, build: Any) -> TrialResult:
+               dev: Any, dtype: Any, fmt: Any, clock: Callable[[], float]) -> TrialResult:
     import torch
+
+    from autosr.archs import build_network
+    from autosr.train.losses import total_loss
+    from autosr.train.metrics import calculate_psnr
 
     def sync() -> None:
         if dev.type == "cuda":
@@ -180,7 +183,7 @@ def _one_trial(cand: Candidate, network: dict[str, Any], terms: Any, optim: dict
 
     try:
         torch.manual_seed(seed)
-        model = build(network).to(dev, memory_format=fmt)
+        model = build_network(network).to(dev, memory_format=fmt)  # type: ignore[call-overload]  # stubs lack memory_format
         kwargs: dict[str, Any] = {"lr": cand.lr, "betas": tuple(optim.get("betas", (0.9, 0.99))),
                                   "weight_decay": float(optim.get("weight_decay", 0.0))}
         if dev.type == "cuda":
@@ -214,7 +217,7 @@ def _one_trial(cand: Candidate, network: dict[str, Any], terms: Any, optim: dict
                 x = (lq_img[None].to(dev).float() / 255).contiguous(memory_format=fmt)
                 with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     sr = model(x).float().clamp(0, 1)
-                gains.append(psnr(sr.cpu(), gt_img[None].float() / 255, scale) - base)
+                gains.append(calculate_psnr(sr.cpu(), gt_img[None].float() / 255, scale) - base)
         gain = sum(gains) / len(gains)
         if not math.isfinite(gain):
             return TrialResult(cand, it, spent, None, "the loss diverged")
