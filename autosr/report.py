@@ -144,9 +144,31 @@ def _state(run: RunSummary, total: int | None) -> dict[str, Any]:
         return {"code": "finished", "text": f"finished ({last} of {total} iterations)"}
     if not run.train and not run.val:
         return {"code": "empty", "text": "no training recorded yet"}
+    ended = next((e for e in reversed(run.events) if e.get("source") == "trainer" and e["key"] in ("failed", "resume")), None)
+    if ended is not None and ended["key"] == "failed":
+        return {"code": "crashed", "text": f"crashed at iteration {ended.get('iter', last)}: {ended.get('reason', '')}"}
     if (RunFolder(run.folder).checkpoints / f"state_{last}.pt").is_file() and total and last < total:
         return {"code": "interrupted", "text": f"interrupted at iteration {last} (saved; `autosr train` resumes it)"}
-    return {"code": "no_end", "text": f"no end recorded at iteration {last}: still running, or crashed"}
+    return _lock_state(run.folder, last)
+
+
+def _lock_state(folder: Path, last: int) -> dict[str, Any]:
+    """No end recorded: the run folder's lock tells a running run from one whose process died."""
+    from autosr.train import runlock
+
+    owner = runlock.holder(folder)
+    if owner is None:
+        return {"code": "no_end", "text": f"no end recorded at iteration {last} and no process holds the run: "
+                                          "it was stopped by an older autosr, or crashed"}
+    who = f"pid {owner.get('pid', '?')} on host {owner.get('host', '?')}"
+    if owner["alive"]:
+        return {"code": "running", "text": f"still running ({who}), at iteration {last}"}
+    if owner["alive"] is False:
+        return {"code": "crashed", "text": f"crashed at iteration {last}: its process ({who}) is gone without "
+                                           "recording an end (killed, out of memory, or power loss); "
+                                           "`autosr train` resumes from the last checkpoint"}
+    return {"code": "no_end", "text": f"no end recorded at iteration {last}; {who} holds the run and cannot be "
+                                      "checked from here: still running there, or crashed"}
 
 
 def _metric(run: RunSummary, name: str) -> dict[str, Any] | None:
@@ -533,14 +555,13 @@ def _html_target(html_path: Path | None, default: Path) -> Path:
     return html_path
 
 
-def _write(target: Path, text: str, console: Console) -> Path | None:
+def _write(target: Path, text: str) -> tuple[Path | None, str]:
+    """(the page written or None, the line that says so)."""
     try:
         write_text_atomic(target, text)
     except OSError as exc:
-        console.print(f"cannot write the report to {target}: {exc.strerror or exc} — pass --html PATH to write it elsewhere")
-        return None
-    console.print(f"report: {target}")
-    return target
+        return None, f"cannot write the report to {target}: {exc.strerror or exc} — pass --html PATH to write it elsewhere"
+    return target, f"report: {target}"
 
 
 def report(folders: Path | list[Path], *, html_path: Path | None = None, write_html: bool = True, as_json: bool = False,
@@ -562,17 +583,21 @@ def report(folders: Path | list[Path], *, html_path: Path | None = None, write_h
             return None
     runs = [load_run(p) for p in paths]
     summaries = [summarize(r) for r in runs]
+    written, said = None, ""
+    # The page is written before anything is printed: `autosr report RUN | head` must not lose it.
+    if write_html and not (as_json and html_path is None):
+        if len(runs) == 1:
+            target, page = _html_target(html_path, RunFolder(runs[0].folder).report), render_html(runs[0], summaries[0], images=images)
+        else:
+            default = Path(*Path.cwd().joinpath(runs[0].folder).parts[:-1]) / "compare.html"
+            target, page = _html_target(html_path, default), compare_html(runs, summaries)
+        written, said = _write(target, page)
     if as_json:
         print(json.dumps(summaries[0] if len(runs) == 1 else {"schema": SCHEMA, "runs": summaries}, indent=2))
-        if html_path is None:
-            return None
     elif len(runs) == 1:
         print_summary(runs[0], out, summaries[0])
     else:
         print_table(summaries, out, f"{len(runs)} runs")
-    if not write_html:
-        return None
-    if len(runs) == 1:
-        return _write(_html_target(html_path, RunFolder(runs[0].folder).report), render_html(runs[0], summaries[0], images=images), out)
-    default = Path(*Path.cwd().joinpath(runs[0].folder).parts[:-1]) / "compare.html"
-    return _write(_html_target(html_path, default), compare_html(runs, summaries), out)
+    if said:  # beside JSON, on stderr: stdout stays one JSON document
+        (Console(stderr=True, highlight=False) if as_json else out).print(said, markup=False)
+    return written

@@ -170,6 +170,11 @@ def test_too_many_pairs_lost_saves_and_stops_with_one_line(tmp_path, monkeypatch
     assert 3 < state["iteration"] < 40 and f"iteration {state['iteration']}:" in line
     events = read_journal(run / "events.jsonl")
     assert [e["new"] for e in events if e["key"] == "data.unreadable"] == [1]
+    failed = [e for e in events if e["key"] == "failed"]  # the journal says how the run ended; the report reads it
+    assert len(failed) == 1 and "became unreadable while training" in failed[0]["reason"]
+    from autosr.report import load_run, summarize
+
+    assert summarize(load_run(run))["state"]["code"] == "crashed"
     for name in ("events.jsonl", "metrics.jsonl"):
         _assert_jsonl_whole(run / name)
 

@@ -124,6 +124,48 @@ def test_states(tmp_path, end, code, words):
     assert summarize(load_run(run))["state"]["code"] == code
 
 
+def _lock(run, pid, host=None, started=None):
+    import socket
+
+    record = {"pid": pid, "host": host or socket.gethostname(), "started": time.time() if started is None else started}
+    (run / ".lock").write_text(json.dumps(record))
+
+
+def test_running_and_killed_runs_are_told_apart_by_the_lock(tmp_path):
+    import subprocess
+    import sys
+
+    running = fake_run(tmp_path / "running", total=200, iters=5)
+    _lock(running, os.getppid())  # the test's parent: alive, and started before the lock was written
+    state = summarize(load_run(running))["state"]
+    assert state["code"] == "running" and f"pid {os.getppid()}" in state["text"]
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = fake_run(tmp_path / "killed", total=200, iters=5)
+    _lock(killed, int(gone.stdout))
+    state = summarize(load_run(killed))["state"]
+    assert state["code"] == "crashed" and "is gone" in state["text"] and "iteration 50" in state["text"]
+
+    elsewhere = fake_run(tmp_path / "elsewhere", total=200, iters=5)
+    _lock(elsewhere, 1, host="another-machine")
+    state = summarize(load_run(elsewhere))["state"]
+    assert state["code"] == "no_end" and "another-machine" in state["text"]
+
+
+def test_a_failure_recorded_by_train_is_a_crash_until_resumed(tmp_path):
+    run = fake_run(tmp_path / "r", total=200, iters=5)
+    failed = {"iter": 50, "time": T0 + 60, "source": "trainer", "key": "failed", "old": None, "new": "AutosrRuntimeError",
+              "reason": "run/x.png: cannot read"}
+    with (run / "events.jsonl").open("a") as events:
+        events.write(json.dumps(failed) + "\n")
+    result = runner.invoke(app, ["report", str(run), "--no-html"])
+    assert result.exit_code == 0 and "crashed at iteration 50: run/x.png: cannot read" in result.output
+    resumed = {**failed, "key": "resume", "new": 40, "reason": "resumed from state_40.pt"}
+    with (run / "events.jsonl").open("a") as events:
+        events.write(json.dumps(resumed) + "\n")
+    assert summarize(load_run(run))["state"]["code"] == "no_end"
+
+
 def test_empty_missing_and_broken_files_render_what_they_can(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -433,3 +475,32 @@ def test_pictures_without_torch_say_so(real_run, tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_torch)
     page = render_html(load_run(run))
     assert "pictures need torch" in page and "<svg" in page
+
+
+def test_the_page_is_written_before_the_summary_is_printed(tmp_path):
+    """`autosr report RUN | head` closes the pipe early: the page must already be on disk."""
+    from rich.console import Console
+
+    from autosr.report import report
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError
+
+        def flush(self):
+            pass
+
+    run = fake_run(tmp_path / "r")
+    with pytest.raises((BrokenPipeError, SystemExit)):  # rich turns a broken pipe into an exit
+        report(run, console=Console(file=ClosedPipe()), images=False)
+    assert (run / "report.html").read_text().startswith("<!")
+
+
+def test_json_beside_a_page_keeps_stdout_one_document(tmp_path, capsys):
+    from autosr.report import report
+
+    run = fake_run(tmp_path / "r")
+    report(run, as_json=True, html_path=tmp_path / "page.html", images=False)
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["schema"] == SCHEMA and "report: " in captured.err
+    assert (tmp_path / "page.html").is_file()

@@ -147,6 +147,11 @@ def _train(
             journal.record(trainer.iteration, "set", "warning", None, None, line)
     try:
         code = _fit_with_interrupts(trainer)
+    except BaseException as exc:  # the report names how the run ended, not just that it did not finish
+        aborted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        what = "aborted (a second interrupt)" if aborted else (str(exc).splitlines() or [type(exc).__name__])[0]
+        journal.record(trainer.iteration, "trainer", "failed", None, type(exc).__name__, what[:500])
+        raise
     finally:
         journal.close()
         _leave_process_group(dist)

@@ -71,6 +71,21 @@ def acquire(run_dir: Path) -> RunLock:
         raise
 
 
+def holder(run_dir: Path) -> dict[str, Any] | None:
+    """Who holds `run_dir`'s lock, for readers such as `autosr report`: None when nobody does; else the
+    owner record (pid, host, started; empty when unreadable) plus `alive`: True (running), False (its
+    process is gone: killed or crashed) or None (another host or an unreadable lock: cannot be checked)."""
+    path = run_dir / LOCK_NAME
+    owner, raw = _read(path)
+    if raw is None:
+        return None
+    if owner is None:
+        return {"alive": None}
+    if owner["host"] != socket.gethostname():
+        return {**owner, "alive": None}
+    return {**owner, "alive": _stale(owner, path) is None}
+
+
 def _create(path: Path) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
