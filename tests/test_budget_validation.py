@@ -65,7 +65,7 @@ def budget_trainer(tmp_path, pair_set, monkeypatch, *, budget_s: float, val_s: f
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("val_s", "most_vals", "trained"), [(10, 3, 0.7), (30, 1, 0.6)])
+@pytest.mark.parametrize(("val_s", "most_vals", "trained"), [(10, 3, 0.7), (20, 2, 0.55), (30, 1, 0.6)])
 def test_slow_validations_are_fewer_instead_of_eating_the_training(tmp_path, pair_set, monkeypatch, val_s, most_vals, trained):
     # 10 validations planned; each takes 10 s (or 30 s) of a 100 s budget: all of them would leave no training
     trainer, journal, done, clock = budget_trainer(tmp_path, pair_set, monkeypatch, budget_s=100, val_s=val_s,
@@ -79,8 +79,13 @@ def test_slow_validations_are_fewer_instead_of_eating_the_training(tmp_path, pai
     assert trainer.iteration * STEP_S >= trained * 100  # most of the budget trained
     bound = [e for e in journal.records if e["key"] == "val.count"]
     assert bound and bound[0]["old"] > bound[0]["new"] and "15%" in bound[0]["reason"]
-    if most_vals == 1:  # not even one more fits: the rest of the time trains
-        assert bound[0]["new"] == 0 and "the time goes to training" in bound[0]["reason"]
+    if val_s > 25:  # one validation is over a quarter of the budget: not even the last one, the time trains
+        assert bound[-1]["new"] == 0 and "the time goes to training" in bound[-1]["reason"]
+        assert done[-1] < trainer.iteration
+    else:  # the final model is measured (the best model is chosen from it too)
+        assert done[-1] == trainer.iteration, (done, trainer.iteration)
+    if val_s == 20:  # the 15% share holds no more: only the last one
+        assert bound[-1]["new"] == 1 and "only the last one" in bound[-1]["reason"]
 
 
 @pytest.mark.slow

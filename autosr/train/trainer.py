@@ -38,6 +38,8 @@ LR_FACTOR_BOUNDS = (0.1, 2.0)  # runtime-scheduler.md: the automation scales, wi
 # The scheduler's statistics are sampled every this many iterations. Run every step, its ~45 small
 # kernels slowed nano's batch-64 step on an H200 from 7,926 to 5,643 samples/s (launch-bound);
 # its decisions act over hundreds of iterations, so its constants are scaled to the interval.
+# Every 8, its host time is still 1.5% of that step on an H100 (benchmarks/scheduler_profile.py);
+# every 16 would halve it, but DLS then moves the balance only half as far (test_schedule_dls).
 SCHEDULE_EVERY = 8
 # Self-healing: a step whose gradients are not finite is skipped (no update); this many in a row
 # roll the run back to its last checkpoint with the LR halved; after MAX_ROLLBACKS it stops.
@@ -45,6 +47,10 @@ NONFINITE_IN_A_ROW = 10
 # With a time budget, validations (each with a checkpoint) may take at most this share of the time
 # left; more would be bought with training steps (a 9-photo validation on a CPU takes seconds).
 VAL_TIME_SHARE = 0.15
+# ...but the last one stays (the final model is the one most likely best, and unmeasured it could
+# not be chosen: an H100 run kept its iteration-4,627 model of 9,923) unless one validation costs
+# more than this share of the whole budget (a large validation set on a CPU).
+FINAL_VAL_MAX_SHARE = 0.25
 MAX_ROLLBACKS = 3
 
 
@@ -408,9 +414,19 @@ class Trainer:
         why = (f"a validation takes ~{per_val:.1f} s ({'measured' if self.val_seconds is not None else 'estimated'}); "
                f"{left} more would take over {VAL_TIME_SHARE:.0%} of the {format_duration(self.budget.remaining)} left "
                "of the time budget")
-        if affordable < 1:  # not even one fits: train instead (the report says the run was not validated)
-            self._event("trainer", "val.count", left, 0, f"{why}: no more validations, the time goes to training")
+        if affordable < 1 and per_val > FINAL_VAL_MAX_SHARE * self.budget.seconds:
+            # not even the last one is worth its time: train instead (the report says the run was not validated)
+            self._event("trainer", "val.count", left, 0,
+                        f"{why}, and one costs over {FINAL_VAL_MAX_SHARE:.0%} of the whole budget: no more validations, "
+                        "the time goes to training")
             self.val_freq = 0
+            return
+        if affordable < 1:
+            if left == 1 and self.next_val >= self.total_iter:
+                return  # already only the last one
+            self._respread_validations(1)
+            self._event("trainer", "val.count", left, 1, f"{why}: only the last one, at the end of the run, which "
+                                                         "measures the final model")
             return
         self._respread_validations(affordable)
         self._event("trainer", "val.count", left, affordable, f"{why}: {affordable} more, spread over the rest of the run")
