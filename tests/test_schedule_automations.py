@@ -73,9 +73,21 @@ def test_lr_does_nothing_during_warmup_or_while_the_loss_improves() -> None:
     assert run_lr(lr, controls, 1001, 2000, loss=lambda it: 1.0 / it) == []  # steadily improving
 
 
+def test_lr_a_flat_training_loss_is_no_plateau_while_validation_sets_new_bests() -> None:
+    # the H100 case: the smoothed loss of random crops stalls while the held-out PSNR still rises
+    lr, controls = started(IntelligentLearningRateScheduler, {"plateau_patience": 200}, total_iter=20_000, val_freq=100)
+    for start in range(1, 1000, 100):  # a new best every 100 iterations
+        assert run_lr(lr, controls, start, start + 99) == []
+        lr.after_validation(val_stats(start + 99, 30.0 + start / 1e4, improved=True), controls)
+    assert controls.of("scale_lr") == []
+    cuts = run_lr(lr, controls, 1000, 1300)  # validation stops too (no more new bests): the plateau counts from 1000
+    assert len(cuts) == 1 and 1199 <= cuts[0] <= 1250, cuts
+    assert "nor of the validation metric since iteration 1000" in controls.of("scale_lr")[0].reason
+
+
 def test_lr_validation_plateau_cuts_by_09_at_half_patience() -> None:
     lr, controls = started(IntelligentLearningRateScheduler, {"plateau_patience": 1000, "monitor_loss": False})
-    for it, psnr in ((500, 30.0), (1000, 30.5), (1500, 30.5), (2000, 30.51)):
+    for it, psnr in ((500, 30.0), (1000, 30.5), (1500, 30.5), (2000, 30.505)):  # +0.005 dB: under 0.01, no progress
         lr.after_validation(val_stats(it, psnr), controls)
     cuts = controls.of("scale_lr")
     assert len(cuts) == 1 and cuts[0].args == (pytest.approx(0.9),) and "validation plateau" in cuts[0].reason
@@ -155,6 +167,20 @@ def test_early_stop_never_before_20_percent_and_waits_for_a_lower_lr() -> None:
     assert c2.stopped is None
     validate(late, c2, [(5000, 30.0)])  # twice the patience
     assert c2.stopped is not None and "twice the patience" in c2.stopped and "iteration 3000" in c2.stopped
+
+
+def test_early_stop_does_not_stop_when_less_than_the_patience_is_left() -> None:
+    # the end of the schedule (its last LR decay) is near: little to save, and a flat stretch often gains again there
+    stop, controls = started(IntelligentEarlyStopping, {"patience": 1000}, total_iter=10_000, val_freq=500)
+    validate(stop, controls, [(8600, 30.0), (8900, 30.0)])
+    validate(stop, controls, [(9200, 30.0), (9500, 30.0)], lr=0.5e-4)  # flat for 3 validations, the LR dropped
+    assert controls.stopped is None
+    note = controls.notes("IntelligentEarlyStopping.stop")
+    assert len(note) == 1 and "only 800 iterations are left, fewer than the patience of 1000: the run goes to its end" in note[0].reason
+    early, c2 = started(IntelligentEarlyStopping, {"patience": 1000}, total_iter=10_000, val_freq=500)
+    validate(early, c2, [(7000, 30.0), (7500, 30.0)])
+    validate(early, c2, [(8000, 30.0)], lr=0.5e-4)
+    assert c2.stopped is not None  # 2,000 left: more than the patience, the same plateau stops
 
 
 # ---- AdaptiveValidationFrequency ---------------------------------------------------------------------

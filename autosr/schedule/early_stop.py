@@ -8,6 +8,11 @@ trainer keeps the best model). Validation-driven: decided on rank 0, broadcast b
 One guard beyond the spec (docs/scheduler.md): a plateau at a constant learning rate often ends
 when the LR drops (the configured step decay, or the LR automation), so the run stops only when
 the LR is lower than it was at the best validation, or after twice the patience.
+
+A second guard: no stop when fewer iterations are left than the patience (in iterations). Little
+time would be saved, and the end of the schedule (its last LR decay) is where a flat stretch
+often gains again: on an H100 nano run with a 3-minute budget a stop at 82% of the run kept
+37.24 dB where the same plan without the scheduler went on to 37.38 dB (docs/scheduler.md).
 """
 
 from __future__ import annotations
@@ -83,6 +88,13 @@ class IntelligentEarlyStopping(ScheduledAutomation):
                    f"(since iteration {self.best_iter}, {fmt(self.best)}"
                    + (f"; the LR dropped {fmt(self.lr_at_best)} → {fmt(self.lr)})" if lr_dropped else
                       f"; twice the patience of {s.patience.value} at an unchanged LR)"))
+        left = (stats.total_iter or run.total_iter) - it  # a time budget re-fits the length
+        if left < s.patience_iters.value:
+            if not self.waiting_said:
+                controls.note(f"{self.name}.stop", None, None, f"{plateau}; only {left} iterations are left, fewer than the "
+                                                              f"patience of {s.patience_iters.value}: the run goes to its end")
+                self.waiting_said = True
+            return
         earliest = s.min_progress.value * run.total_iter
         if it < earliest:
             if not self.waiting_said:

@@ -107,8 +107,8 @@ def step_stats(iteration: int, losses: dict[str, float], *, grad_norm: float = 1
     )
 
 
-def val_stats(iteration: int, psnr: float, *, best: tuple[float, int] | None = None) -> ValStats:
+def val_stats(iteration: int, psnr: float, *, best: tuple[float, int] | None = None, improved: bool = False) -> ValStats:
     return ValStats(
         iteration=iteration, metrics={"psnr": psnr}, best={"psnr": best} if best else {},
-        higher_is_better={"psnr": True}, improved=(), primary="psnr",
+        higher_is_better={"psnr": True}, improved=("psnr",) if improved else (), primary="psnr",
     )
