@@ -12,6 +12,12 @@ on the held-out photos), with the setting's `--set` values on top (none for zero
 compile, iterations done, the train command's wall time, init's time (its calibration), the best
 and the final held-out PSNR, the bicubic PSNR and the gain over it. Runs are sequential, one GPU
 each, so wall times are comparable within one invocation.
+
+On a host with several GPUs, `--gpus N` runs N settings at the same time, one GPU each, and
+`--rounds R` repeats every setting R times with the GPUs rotated (on one GPU: in A B, B A order): a
+paired comparison in which both sides see the same host at the same moment (small models are
+launch-bound, so the host's speed, not the GPU's, sets how many iterations fit in the budget;
+sequential single runs of the same setting differ by ±10% or more in samples/s on a shared host).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,11 +38,13 @@ from autosr.runfolder import RunFolder, read_jsonl  # noqa: E402
 from autosr.train.budget import parse_duration  # noqa: E402
 
 
-def run_setting(name: str, sets: list[str], args: argparse.Namespace, work: Path) -> dict:
+def run_setting(name: str, sets: list[str], args: argparse.Namespace, work: Path, gpu: int | None = None) -> dict:
     data, folder = Path(args.data), work / name
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "cfg.yml"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     cli = [sys.executable, "-m", "autosr"]
     init = [*cli, "init", "--gt", str(data / "train/hr"), "--lq", str(data / "train/lr"),
             "--val-gt", str(data / "val/hr"), "--val-lq", str(data / "val/lr"), "--arch", args.arch,
@@ -99,32 +108,56 @@ def main() -> None:
     parser.add_argument("--setting", action="append", default=[],
                         help="NAME=key=value,key=value (NAME= alone: zero-config); repeatable")
     parser.add_argument("--iters", type=int, help="equal iterations instead of equal time: every run trains this many")
+    parser.add_argument("--gpus", type=int, default=1, help="run this many settings at once, one GPU each")
+    parser.add_argument("--rounds", type=int, default=1, help="run every setting this many times (GPUs rotated)")
     parser.add_argument("--keep", help="copy each run's metrics.jsonl, events.jsonl and train.log here (flat names)")
     parser.add_argument("--work", default="/tmp/quality_at_time")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     budget = parse_duration(args.time)
-    results = []
+    specs = []
     for spec in args.setting or ["zero="]:
         name, _, rest = spec.partition("=")
-        sets = [s for s in rest.split(",") if s]
-        result = run_setting(name, sets, args, Path(args.work) / args.arch)
-        result["budget_s"] = None if args.iters else budget
-        results.append(result)
-        print(json.dumps(result), flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        specs.append((name, [s for s in rest.split(",") if s]))
+    results: list[dict] = []
+    for round_ in range(args.rounds):
+        order = specs if args.gpus > 1 or round_ % 2 == 0 else specs[::-1]  # one GPU: A B, B A, … (drift cancels)
+        for start in range(0, len(order), args.gpus):
+            group = order[start:start + args.gpus]
+            with ThreadPoolExecutor(max_workers=len(group)) as pool:
+                futures = []
+                for slot, (name, sets) in enumerate(group):
+                    gpu = (slot + round_) % args.gpus if args.gpus > 1 else None
+                    label = f"{name}_r{round_}" if args.rounds > 1 else name
+                    futures.append((name, round_, gpu, pool.submit(run_setting, label, sets, args, Path(args.work) / args.arch, gpu)))
+                for name, round_no, gpu, future in futures:
+                    result = {**future.result(), "setting": name, "round": round_no, "gpu": gpu}
+                    result["budget_s"] = None if args.iters else budget
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
     length = f"{args.iters} iterations each" if args.iters else f"budget {args.time} ({budget:.0f} s)"
     print(f"\n{args.arch}, {length}, held-out PSNR on {args.data}/val")
-    print("| setting | batch | lr | warm-up | compile | iters | train s | PSNR best | PSNR final | vs bicubic |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| setting | round | gpu | batch | lr | warm-up | compile | iters | samples/s | train s | PSNR best | PSNR final | vs bicubic |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
-            print(f"| {r['setting']} | {r['error'][:80]} |")
+            print(f"| {r['setting']} | {r['round']} | {r['gpu']} | {r['error'][:80]} |")
             continue
         took = f"{r['train_s']:.0f}" + ("" if args.iters else f" ({r['train_s'] / budget:.1%})")
-        print(f"| {r['setting']} | {r['batch']} | {r['lr']:.1e} | {r['warmup']} | {r['compile']} | {r['iterations']} | {took} | "
-              f"{r['best_psnr']:.3f} | {r['final_psnr']:.3f} | {r['gain_db']:+.3f} dB |")
+        print(f"| {r['setting']} | {r['round']} | {r['gpu']} | {r['batch']} | {r['lr']:.1e} | {r['warmup']} | {r['compile']} | "
+              f"{r['iterations']} | {r['samples_s']:,.0f} | {took} | {r['best_psnr']:.3f} | {r['final_psnr']:.3f} | "
+              f"{r['gain_db']:+.3f} dB |")
+    if args.rounds > 1:
+        print("\nmean over rounds (best held-out PSNR gain over bicubic, iterations)")
+        for name, _ in specs:
+            mine = [r for r in results if r["setting"] == name and "error" not in r]
+            if mine:
+                gain = sum(r["gain_db"] for r in mine) / len(mine)
+                iters = sum(r["iterations"] for r in mine) / len(mine)
+                each = ", ".join(f"{r['gain_db']:+.3f}" for r in mine)
+                print(f"  {name}: {gain:+.3f} dB over {len(mine)} runs ({each}), {iters:,.0f} iterations")
 
 
 if __name__ == "__main__":
