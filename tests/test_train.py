@@ -170,6 +170,36 @@ def test_oom_backs_off_the_batch_and_the_run_goes_on(tmp_path, pair_set):
     assert "out of memory" in journal.records[-1]["reason"] or any("out of memory" in e["reason"] for e in journal.records)
 
 
+def test_accumulated_micro_batches_are_one_step_of_the_whole_batch(tmp_path, pair_set):
+    """accum_iter=2 of 4 crops and accum_iter=1 of the same 8 crops: every loss is a mean, so the step
+    gives the same weights and reports the same losses (to float rounding)."""
+    from autosr.train.data import Batch
+
+    trainers, stats = [], []
+    crops = None
+    for batch, accum in ((8, 1), (4, 2)):
+        config = make_config(tmp_path / f"b{batch}", pair_set, 1, [
+            "val.val_enabled=false", f"datasets.train.batch_size_per_gpu={batch}", f"datasets.train.accum_iter={accum}",
+            "train.ema_decay=0", "train.dynamic_loss_scheduling.enabled=false", "train.training_automations.enabled=false"])
+        trainer = trainer_for(config, Journal(None))
+        before = next(trainer.model.parameters()).detach().clone()
+        crops = crops or trainer.source.next_batch()  # the 8 crops both trainers see
+        parts = iter([crops] if accum == 1 else [Batch(crops.lq[:4], crops.gt[:4]), Batch(crops.lq[4:], crops.gt[4:])])
+        trainer.source.next_batch = lambda parts=parts: next(parts)
+        trainer._enter_phase()
+        trainer._set_lr()
+        stats.append(trainer._step())
+        trainers.append(trainer)
+    whole, accumulated = stats
+    assert set(whole.losses) == set(accumulated.losses) and len(whole.losses) >= 2
+    for name in whole.losses:
+        assert torch.allclose(whole.losses[name], accumulated.losses[name], rtol=1e-5), name
+    assert torch.allclose(whole.total, accumulated.total, rtol=1e-5)
+    for a, b in zip(trainers[0].model.parameters(), trainers[1].model.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(before, next(trainers[0].model.parameters()))  # the step did change the weights
+
+
 def _denormals_flushed() -> bool:
     return (torch.tensor([1e-40]) * 1.0).item() == 0.0
 

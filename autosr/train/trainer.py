@@ -507,17 +507,21 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         parts_sum: dict[str, torch.Tensor] = {}
-        total_sum = torch.zeros((), device=self.device)
+        total_sum: torch.Tensor | None = None
         for micro in range(self.accum):
             lq, gt = self.source.next_batch()
             sync = self.dist.world_size == 1 or micro == self.accum - 1
             with (self.step_model.no_sync() if not sync else _null()), self.autocast():
                 sr = self.step_model(lq)
                 total, parts = total_loss(self.losses, sr.float(), gt, self.loss_weights)
-            self.scaler.scale(total / self.accum).backward()
-            total_sum += total.detach() / self.accum
+            self.scaler.scale(total / self.accum if self.accum > 1 else total).backward()
+            if self.accum == 1:  # the common case: no averaging kernels (a small model is launch-bound)
+                total_sum, parts_sum = total.detach(), parts
+                continue
+            share = total.detach() / self.accum
+            total_sum = share if total_sum is None else total_sum + share
             for name, value in parts.items():
-                parts_sum[name] = parts_sum.get(name, 0) + value / self.accum
+                parts_sum[name] = parts_sum[name] + value / self.accum if name in parts_sum else value / self.accum
         self.scaler.unscale_(self.optimizer)
         grad_norm, clipped = self._clip_gradients()
         self._optimizer_step(torch.isfinite(grad_norm))
@@ -525,6 +529,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        assert total_sum is not None  # accum ≥ 1
         if self.dist.world_size > 1:
             total_sum, parts_sum = self._average_over_ranks(total_sum, parts_sum)
         return StepStats(
