@@ -141,7 +141,7 @@ class DynamicLossScheduling(ScheduledAutomation):
             v = stats.losses.get(name)
             values.append(v.detach().reshape(()).float() if v is not None else self._missing)
         loss = torch.stack(values).abs()
-        finite = torch.isfinite(loss)
+        finite = loss < math.inf  # one kernel (isfinite is four): |x| < inf is false for inf and NaN
         k = self.step_interval  # one observation stands for k iterations
         m = self.params.momentum.value ** k
         a = 1.0 - (1.0 - SMOOTHING) ** k
@@ -152,8 +152,8 @@ class DynamicLossScheduling(ScheduledAutomation):
             level = self._S
         else:
             level = torch.where(finite, loss, self._S)  # a non-finite loss is not observed
-            smoothed = a * level + (1.0 - a) * self._S
-            self._V = m * self._V + (1.0 - m) * (smoothed - self._S)
+            smoothed = torch.lerp(self._S, level, a)  # a·L + (1−a)·S
+            self._V = torch.lerp(self._V, smoothed - self._S, 1.0 - m)  # m·V + (1−m)·ΔS
             self._S = smoothed
         self.seen += 1
         self._hist[(self.seen - 1) % HISTORY] = torch.dot(self._base, level)
@@ -168,7 +168,8 @@ class DynamicLossScheduling(ScheduledAutomation):
     # ---- the maths (device tensors only) ---------------------------------------------------------
 
     def _adapt(self, level: torch.Tensor) -> torch.Tensor:
-        """One step of the multipliers; returns the new weights. ~25 small kernels, no sync."""
+        """One step of the multipliers; returns the new weights. ~25 small kernels, no sync (each
+        kernel is a launch on the host: the forms below are the ones with the fewest)."""
         import torch
 
         assert self.params is not None and self._S is not None and self._V is not None and self._M is not None
@@ -180,10 +181,11 @@ class DynamicLossScheduling(ScheduledAutomation):
         ref = bs.sum()
         rel = ((level - s) / s).clamp(-2.0, 2.0)
         arel = rel.abs()
-        # fast (|V| > thr·S): t = 1 ∓ r·min(2, |rel|) against the direction of V; slow: t = 1 − r·rel
-        push = torch.where(self._V.abs() > thr * s, arel * torch.sign(self._V), torch.where(arel > thr, rel, 0.0))
+        # fast (|V| > thr·S): t = 1 ∓ r·min(2, |rel|) against the direction of V; slow: t = 1 − r·rel.
+        # copysign(|rel|, V) is sign(V)·|rel| wherever the fast branch is taken (there V ≠ 0).
+        push = torch.where(self._V.abs() > thr * s, torch.copysign(arel, self._V), rel * (arel > thr))
         grown = self._M * (1.0 - r * push) ** self.step_interval  # the per-iteration target, k times
-        self._M = (grown * (ref / (bs * grown).sum().clamp_min(1e-30))).clamp(self.params.min_weight, self.params.max_weight.value)
+        self._M = (grown * (ref / torch.dot(bs, grown).clamp_min(1e-30))).clamp(self.params.min_weight, self.params.max_weight.value)
         return self._weights(ref, bs)
 
     def _weights(self, ref: torch.Tensor | None = None, bs: torch.Tensor | None = None) -> torch.Tensor:
@@ -194,7 +196,7 @@ class DynamicLossScheduling(ScheduledAutomation):
         if ref is None or bs is None:
             bs = self._base * self._S.clamp_min(1e-12)
             ref = bs.sum()
-        w = self._base * self._M * (ref / (bs * self._M).sum().clamp_min(1e-30))
+        w = self._base * self._M * (ref / torch.dot(bs, self._M).clamp_min(1e-30))
         if len(self.active) == self.n_losses:
             return w
         return torch.zeros(self.n_losses, dtype=w.dtype, device=w.device).index_copy(0, self._index, w)
