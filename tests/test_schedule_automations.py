@@ -85,6 +85,19 @@ def test_lr_a_flat_training_loss_is_no_plateau_while_validation_sets_new_bests()
     assert "nor of the validation metric since iteration 1000" in controls.of("scale_lr")[0].reason
 
 
+def test_lr_a_non_finite_loss_is_not_observed() -> None:
+    """inf and NaN losses (steps the trainer skipped) leave the smoothed level where it was: the level
+    stays finite and the plateau is cut as in the clean stream (one cut, about as late)."""
+    def poisoned(it: int) -> float:
+        return float("nan") if it % 50 == 7 else float("inf") if it % 50 == 31 else -float("inf") if it % 50 == 44 else plateau_loss(it)
+
+    clean, clean_controls = started(IntelligentLearningRateScheduler, {"plateau_patience": 200}, total_iter=20_000, val_freq=0)
+    dirty, dirty_controls = started(IntelligentLearningRateScheduler, {"plateau_patience": 200}, total_iter=20_000, val_freq=0)
+    expected, got = run_lr(clean, clean_controls, 1, 750), run_lr(dirty, dirty_controls, 1, 750, loss=poisoned)
+    assert len(expected) == 1 and len(got) == 1 and abs(got[0] - expected[0]) <= 100  # a few fewer observations
+    assert torch.isfinite(dirty._ema) and torch.isfinite(dirty._best)
+
+
 def test_lr_validation_plateau_cuts_by_09_at_half_patience() -> None:
     lr, controls = started(IntelligentLearningRateScheduler, {"plateau_patience": 1000, "monitor_loss": False})
     for it, psnr in ((500, 30.0), (1000, 30.5), (1500, 30.5), (2000, 30.505)):  # +0.005 dB: under 0.01, no progress
@@ -116,6 +129,17 @@ def test_clip_threshold_is_p95_times_15_of_the_first_100_norms() -> None:
     want = float(torch.quantile(torch.tensor(norms), 0.95)) * 1.5
     call = controls.of("set_clip_threshold")[0]
     assert call.args[0] == pytest.approx(want) and "p95 of the first 100 grad norms" in call.reason
+
+
+def test_clip_calibration_ignores_non_finite_norms() -> None:
+    """A step whose grad norm is inf or NaN (skipped by the trainer) is not a sample of the norms."""
+    clip, controls = started(AdaptiveGradientClipping)
+    norms = [0.01 * ((i * 37) % 100 + 1) for i in range(100)]
+    poisoned = [float("inf") if i % 10 == 3 else float("nan") if i % 10 == 7 else x for i, x in enumerate(norms)]
+    feed_clip(clip, controls, lambda it: poisoned[it - 1], 1, 100)
+    finite = [x for x in poisoned if x == x and x != float("inf")]
+    want = float(torch.quantile(torch.tensor(finite), 0.95)) * 1.5
+    assert controls.of("set_clip_threshold")[0].args[0] == pytest.approx(want)
 
 
 def test_clip_threshold_is_reset_at_most_once_per_500_steps_and_reports_the_clipped_share() -> None:

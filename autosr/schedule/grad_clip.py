@@ -79,9 +79,9 @@ class AdaptiveGradientClipping(ScheduledAutomation):
             self._materialise(stats.grad_norm.device, max(n_cal, window))
         assert self._buf is not None and self._clipped is not None
         g = stats.grad_norm.detach().reshape(()).float()
-        g = torch.where(torch.isfinite(g), g, torch.full_like(g, math.nan))
+        g = torch.nan_to_num(g, nan=math.nan, posinf=math.nan)  # a norm is ≥ 0: one kernel makes inf unobserved too
         if stats.clip_threshold is not None:
-            self._clipped += stats.clipped.detach().reshape(()).to(torch.long)
+            self._clipped += stats.clipped.detach().reshape(())  # bool into the long count, no cast kernel
             self._counted += 1
         self.steps += 1
         it = stats.iteration

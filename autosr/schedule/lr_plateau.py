@@ -96,10 +96,11 @@ class IntelligentLearningRateScheduler(ScheduledAutomation):
         if self._ema is None:
             self._restore(x.device)
         assert self._ema is not None and self._best is not None and self._best_iter is not None
-        x = torch.where(torch.isfinite(x), x, self._ema)
+        # |x| < inf is isfinite in two kernels instead of four; the level is finite or +inf (_first)
+        x = torch.where(x.abs() < math.inf, x, self._ema)
         tau = min(100.0, max(10.0, self.patience / 10))
         alpha = 1.0 - math.exp(-self.step_interval / tau)  # one observation per step_interval iterations
-        self._ema = torch.where(torch.isfinite(self._ema), self._ema.lerp(x, alpha), x)
+        self._ema = torch.where(self._ema < math.inf, self._ema.lerp(x, alpha), x)
         improved = self._ema < self._best * (1.0 - s.improvement_threshold.value)
         self._best = torch.where(improved, self._ema, self._best)
         self._best_iter = torch.where(improved, torch.full_like(self._best_iter, it), self._best_iter)
