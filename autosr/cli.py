@@ -92,9 +92,9 @@ def detect(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs will be written (for the free-disk figure).")] = Path("runs"),
 ) -> None:
     """Probe GPUs, CPU, RAM and disk; classify the hardware tier; recommend training settings."""
-    from autosr.detect_view import print_report, to_json
     from autosr.hardware import probe
-    from autosr.recommend import recommend
+    from autosr.plan.detect_view import print_report, to_json
+    from autosr.plan.recommend import recommend
 
     profile = probe(runs_dir)
     advice = recommend(profile)
@@ -135,8 +135,8 @@ def init(
         help="Do not measure this machine (training speed, memory; with --time, batch × LR trials on your data).")] = False,
 ) -> None:
     """Analyse a dataset, plan every setting for this machine, and write a commented traiNNer-redux YAML."""
+    from autosr.durations import parse_duration
     from autosr.init_cmd import run_init
-    from autosr.train.budget import parse_duration
 
     run_init(
         gt=gt, lq=lq, arch=arch, val_gt=val_gt, val_lq=val_lq, output=output, name=name, scale=scale,
@@ -165,9 +165,9 @@ def train(
                               "Several GPUs: one process each, started by autosr.")] = None,
 ) -> None:
     """Train the model the YAML describes, leaving a run folder with checkpoints, metrics and the decision journal."""
-    from autosr.train.budget import parse_duration, since_process_start
+    from autosr.durations import parse_duration, since_process_start
     from autosr.train.launch import maybe_launch
-    from autosr.train.run import train_from_file
+    from autosr.train_cmd import train_from_file
 
     seconds = parse_duration(time) if time is not None else None
     launched = maybe_launch(config, sets or [], gpus, dry_run=dry_run, argv=sys.argv[1:])
@@ -208,7 +208,7 @@ def report(
 ) -> None:
     """What happened in a run: best metrics vs bicubic, speed, every automatic decision, plots, validation crops
     (LR, bicubic, autosr, HR); several runs side by side."""
-    from autosr.report import report as make_report
+    from autosr.report.summary import report as make_report
 
     make_report(list(run_dirs), html_path=html_out, write_html=not no_html, as_json=as_json, images=not no_images)
 
@@ -217,7 +217,7 @@ def report(
 @guarded
 def presets() -> None:
     """List the architecture presets with their real parameter counts and starting values."""
-    from autosr.presets_view import print_presets
+    from autosr.plan.presets_view import print_presets
 
     print_presets()
 
@@ -242,7 +242,7 @@ def upscale(
     from rich.console import Console
     from rich.markup import escape
 
-    from autosr.upscale import upscale as run_upscale
+    from autosr.use.upscale import upscale as run_upscale
 
     result, info = run_upscale(model, input_path, output, tile=tile, device=device, fp16=fp16, bf16=bf16)
     console = Console(highlight=False, soft_wrap=True)
@@ -274,7 +274,7 @@ def export(
 ) -> None:
     """Export a trained model: ONNX with dynamic height and width (checked against PyTorch at two sizes, max abs
     difference printed, exit 1 above 1e-4), and/or a shareable .safetensors copy."""
-    from autosr.export import export as run_export
+    from autosr.use.export import export as run_export
 
     run_export(model, onnx_path=onnx, opset=opset, static=static, safetensors_path=safetensors, name=name,
                fp16=fp16, say=typer.echo)

@@ -50,7 +50,7 @@ def run_demo(folder: Path, *, iters: int = 600) -> None:
         explain=False, sample=256,
     )
     run_dir = folder / "runs" / name
-    from autosr.train.run import train_from_file
+    from autosr.train_cmd import train_from_file
 
     code = train_from_file(config, out_dir=folder / "runs", resume=None, overrides=[], dry_run=False)
     if code:

@@ -14,18 +14,18 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from autosr.calibrate import MemoryProbe
 from autosr.config import validate
-from autosr.dataset import DatasetProfile, analyse, check_patch, hold_out
+from autosr.durations import format_duration
 from autosr.errors import AutosrError
 from autosr.fsutil import check_creatable, write_text_atomic
 from autosr.hardware import HardwareProfile, probe
 from autosr.images import Pair, complete_pairs, write_meta_info
-from autosr.plan import MEASURED, Plan, Timing, Tuned, ValData, budget_arch_choice, make_plan, memory_batch, pick_arch
+from autosr.plan.calibrate import MemoryProbe
+from autosr.plan.dataset import DatasetProfile, analyse, check_patch, hold_out
+from autosr.plan.planner import MEASURED, Plan, Timing, Tuned, ValData, budget_arch_choice, make_plan, memory_batch, pick_arch
+from autosr.plan.presets import load_preset
+from autosr.plan.render import render
 from autosr.plan_file import plan_path_for, write_plan
-from autosr.presets import load_preset
-from autosr.render import render
-from autosr.train.budget import format_duration
 
 err = Console(stderr=True, highlight=False)
 
@@ -148,7 +148,7 @@ def _probe_memory(plan: Plan, run: bool) -> MemoryProbe | None:
     """Peak memory of real steps of this plan at its batch and half of it (a few seconds on a GPU)."""
     if not run or "datasets.train.batch_size_per_gpu" in plan.fixed:
         return None
-    from autosr.calibrate import measure_memory
+    from autosr.plan.calibrate import measure_memory
 
     get = plan.get
     precision = "bf16" if get("amp_bf16") else ("fp16" if get("use_amp") else "fp32")
@@ -160,7 +160,7 @@ def _probe_memory(plan: Plan, run: bool) -> MemoryProbe | None:
 
 def _tune(plan: Plan, hw: HardwareProfile, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], time_budget: float | None,
           calibrate: bool, memory: MemoryProbe | None, share: float) -> tuple[Tuned | None, list[dict[str, Any]], str]:
-    """Batch and LR from short trials on the user's pairs (autosr/trials.py), the trials as data, and a note
+    """Batch and LR from short trials on the user's pairs (autosr/plan/trials.py), the trials as data, and a note
     saying what was done or why not. Only for the presets with measured defaults, and never over a --set."""
     if not calibrate:
         return None, [], ""
@@ -170,7 +170,7 @@ def _tune(plan: Plan, hw: HardwareProfile, train_pairs: Sequence[Pair], val_pair
         return None, [], f"not run for {variant} (its defaults are not measured; trials only move around measured ones)"
     if batch_key in plan.fixed or lr_key in plan.fixed:
         return None, [], "not run: you set the batch or the learning rate"
-    from autosr.trials import candidates, choose, run_trials, trial_seconds
+    from autosr.plan.trials import candidates, choose, run_trials, trial_seconds
 
     batch, lr = int(plan.get(batch_key)), float(plan.get(lr_key))
     lq, scale = int(plan.get("datasets.train.lq_size")), int(plan.get("scale"))
@@ -221,7 +221,7 @@ def _measure(plan: Plan, hw: HardwareProfile, time_budget: float | None, calibra
     init's probes together stay within 5%)."""
     if not calibrate:
         return Timing(time_budget, None, "not measured (calibration off): train measures it and re-fits the length")
-    from autosr.calibrate import measure_speed
+    from autosr.plan.calibrate import measure_speed
 
     get = plan.get
     seconds = min(20.0 if hw.backend == "cuda" else 2.0, share * time_budget) if time_budget else (10.0 if hw.backend == "cuda" else 1.0)

@@ -38,11 +38,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autosr.dataset import analyse  # noqa: E402
 from autosr.hardware import fake_profile  # noqa: E402
-from autosr.plan import ValData, make_plan  # noqa: E402
-from autosr.presets import ARCH_PREFIX, VARIANTS  # noqa: E402
-from autosr.render import render  # noqa: E402
+from autosr.plan.dataset import analyse  # noqa: E402
+from autosr.plan.planner import ValData, make_plan  # noqa: E402
+from autosr.plan.presets import ARCH_PREFIX, VARIANTS  # noqa: E402
+from autosr.plan.render import render  # noqa: E402
 from autosr.synthetic import write_pairs  # noqa: E402
 
 MIRRORS = {"upstream": "the-database+traiNNer-redux", "fork": "delafer+traiNNer-redux"}

@@ -4,7 +4,7 @@
 
 Writes tiny pairs (32×32 HR / 16×16 LR PNGs) into DIR (a temporary folder by default; an
 existing DIR with the same number of pairs is reused), then times
-  (a) autosr.dataset.analyse in this process, and
+  (a) autosr.plan.dataset.analyse in this process, and
   (b) the whole CLI, `autosr init … --print`, in a fresh interpreter (imports included).
 Generation is fast because a few encoded images are written under many names.
 """
@@ -26,7 +26,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from autosr.dataset import analyse  # noqa: E402
+from autosr.plan.dataset import analyse  # noqa: E402
 from autosr.synthetic import paint  # noqa: E402
 
 TARGET_S = 10.0

@@ -110,7 +110,7 @@ def temp_files(run_dir: Path) -> list[str]:
 
 
 def max_diff(a_path: Path, b_path: Path) -> float:
-    from autosr.train.safetensors_io import load_safetensors
+    from autosr.safetensors_io import load_safetensors
 
     a, b = load_safetensors(a_path), load_safetensors(b_path)
     if a.keys() != b.keys():

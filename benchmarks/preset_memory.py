@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autosr.archs import build_network  # noqa: E402
-from autosr.presets import VARIANTS, load_preset  # noqa: E402
+from autosr.plan.presets import VARIANTS, load_preset  # noqa: E402
 from autosr.train.losses import build_losses, total_loss  # noqa: E402
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from autosr.durations import parse_duration  # noqa: E402
 from autosr.runfolder import RunFolder, read_jsonl  # noqa: E402
-from autosr.train.budget import parse_duration  # noqa: E402
 
 
 def run_setting(name: str, sets: list[str], args: argparse.Namespace, work: Path, gpu: int | None = None) -> dict:

@@ -26,8 +26,8 @@ from train_throughput import make_config, timed_steps  # noqa: E402
 from autosr.config import validate  # noqa: E402
 from autosr.journal import Journal  # noqa: E402
 from autosr.schedule import AUTOMATION_NAMES  # noqa: E402
+from autosr.train.loop import Trainer  # noqa: E402
 from autosr.train.setup import DistInfo  # noqa: E402
-from autosr.train.trainer import Trainer  # noqa: E402
 
 
 def build(args: argparse.Namespace, scheduler: bool) -> Trainer:

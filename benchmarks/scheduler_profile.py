@@ -26,8 +26,8 @@ from train_throughput import timed_steps  # noqa: E402
 
 from autosr.config import load_config  # noqa: E402
 from autosr.journal import Journal  # noqa: E402
+from autosr.train.loop import Trainer  # noqa: E402
 from autosr.train.setup import DistInfo  # noqa: E402
-from autosr.train.trainer import Trainer  # noqa: E402
 
 SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy", "cudaMemcpyAsync", "cudaEventSynchronize")
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autosr.config import validate  # noqa: E402
 from autosr.journal import Journal  # noqa: E402
 from autosr.synthetic import write_pairs  # noqa: E402
+from autosr.train.loop import Trainer  # noqa: E402
 from autosr.train.setup import DistInfo  # noqa: E402
-from autosr.train.trainer import Trainer  # noqa: E402
 
 
 def make_config(
@@ -144,7 +144,7 @@ def main() -> None:
         tree["train"]["training_automations"] = {"enabled": True, **{n: {"enabled": n in chosen} for n in AUTOMATION_NAMES}}
     cfg = validate(tree, "benchmark config")
     if args.force_loader:
-        import autosr.train.trainer as trainer_module
+        import autosr.train.loop as trainer_module
 
         trainer_module.cache_budget_bytes = lambda device: (0, None, "forced to stream (--force-loader)")
     trainer = Trainer(cfg, None, DistInfo(), Journal(None), quiet=True)

@@ -10,14 +10,14 @@ Check it on a CPU with tiny sizes: `--height 64 --width 96 --seconds 0.5 --varia
 What is timed, per variant (default nano and s, ×2, one 1920×1080 frame repeated: speed does not
 depend on the pixels):
 
-- `pytorch` / `autosr`: `autosr.upscale.upscale_tensor` with the tile `auto_tile` picks for that
+- `pytorch` / `autosr`: `autosr.use.upscale.upscale_tensor` with the tile `auto_tile` picks for that
   dtype (`--tile` forces one), under `torch.inference_mode` and autocast, output cast to float —
   exactly the tensor part of `upscale_picture` (no PNG decode/encode, no host↔device copies).
   autosr's upscale does not use channels_last, cudnn.benchmark or TF32 settings of its own, so
   neither does this by default (`--channels-last`, `--cudnn-benchmark` add/change that).
 - `pytorch` / `whole`: the plain `model(x)` forward on the whole frame, no tiling (an OOM is
   reported as a result line with "error", not a crash).
-- `onnxruntime` / `whole`: the same weights exported with `autosr.archs.onnx_export.export_onnx`
+- `onnxruntime` / `whole`: the same weights exported with `autosr.use.onnx_export.export_onnx`
   (fp32, and fp16 with fp16=True) to a temp folder; CUDAExecutionProvider when ORT lists it
   (input and output bound to CUDA tensors with IO binding: no host copies), else
   CPUExecutionProvider with a plain `session.run` on numpy arrays. Each line says which.
@@ -28,7 +28,7 @@ dtypes: fp32, fp16, bf16 on CUDA; fp32 and bf16 on CPU (`autosr upscale` itself 
 the CPU; autocast allows it, so it is measured here anyway).
 
 Weights are random (a fresh `build_network`): speed does not depend on weight values. `--model
-PATH` times a real autosr .safetensors file instead (loaded with autosr.model_file.load_model).
+PATH` times a real autosr .safetensors file instead (loaded with autosr.use.model_file.load_model).
 
 Each measurement: warm-up calls, then timed repeats of k frames each (k chosen so a repeat takes
 about --seconds/--repeats) until --seconds have passed; ms/frame is the median repeat (CUDA events
@@ -64,9 +64,9 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autosr.archs import build_network  # noqa: E402
-from autosr.archs.onnx_export import export_onnx  # noqa: E402
-from autosr.model_file import ModelInfo, describe, load_model  # noqa: E402
-from autosr.upscale import auto_tile, upscale_tensor  # noqa: E402
+from autosr.use.model_file import ModelInfo, describe, load_model  # noqa: E402
+from autosr.use.onnx_export import export_onnx  # noqa: E402
+from autosr.use.upscale import auto_tile, upscale_tensor  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIB = 1024 * 1024

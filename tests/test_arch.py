@@ -10,7 +10,7 @@ import torch
 from autosr.archs import ARCH_NAMES, build_network, count_parameters
 from autosr.archs.paragonsr2 import VARIANTS, ParagonSR2
 from autosr.errors import AutosrError
-from autosr.presets import load_preset
+from autosr.plan.presets import load_preset
 
 
 def _net(variant: str = "nano", scale: int = 2, **overrides: object) -> ParagonSR2:
@@ -180,7 +180,7 @@ def test_presets_carry_the_variant_table(variant):
 def test_onnx_export_with_dynamic_height_and_width(tmp_path):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from autosr.archs.onnx_export import export_onnx
+    from autosr.use.onnx_export import export_onnx
 
     model = _wake(_net("nano"))
     path = export_onnx(model, tmp_path / "nano.onnx")

@@ -256,7 +256,7 @@ def test_crash_log_is_private_and_unique(monkeypatch, tmp_path):
     def boom(*args: Any, **kwargs: Any) -> None:
         raise ZeroDivisionError("deep")
 
-    monkeypatch.setattr("autosr.report.report", boom)
+    monkeypatch.setattr("autosr.report.summary.report", boom)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     logs = []
     for _ in range(2):

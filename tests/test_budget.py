@@ -6,14 +6,15 @@ import time
 
 import pytest
 
+from autosr.durations import format_duration, parse_duration
 from autosr.errors import AutosrError
 from autosr.init_cmd import run_init
 from autosr.journal import read_journal
 from autosr.plan_file import plan_path_for, read_plan
 from autosr.runfolder import RunFolder
 from autosr.synthetic import write_pairs
-from autosr.train.budget import TimeBudget, format_duration, parse_duration
-from autosr.train.run import train_from_file
+from autosr.train.budget import TimeBudget
+from autosr.train_cmd import train_from_file
 
 
 class FakeClock:

@@ -9,12 +9,12 @@ import pytest
 import torch
 from test_train import make_config
 
-import autosr.train.trainer as trainer_module
+import autosr.train.loop as trainer_module
 from autosr.config import load_config
 from autosr.journal import Journal
 from autosr.train.budget import TimeBudget
+from autosr.train.loop import Trainer
 from autosr.train.setup import DistInfo
-from autosr.train.trainer import Trainer
 from autosr.train.validate import ValResult
 
 STEP_S = 0.05  # fake seconds per training step

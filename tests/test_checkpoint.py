@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from autosr.errors import AutosrError
+from autosr.safetensors_io import load_safetensors, read_safetensors_metadata, save_safetensors
 from autosr.train import checkpoint as checkpoint_mod
 from autosr.train.checkpoint import (
     CheckpointStore,
@@ -27,7 +28,6 @@ from autosr.train.checkpoint import (
     set_rng_state,
 )
 from autosr.train.ema import ModelEMA
-from autosr.train.safetensors_io import load_safetensors, read_safetensors_metadata, save_safetensors
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,7 @@ def test_unexpected_error_prints_a_log_path_not_a_traceback(monkeypatch, tmp_pat
     def boom(*args, **kwargs):
         raise ZeroDivisionError("something deep broke")
 
-    monkeypatch.setattr("autosr.report.report", boom)
+    monkeypatch.setattr("autosr.report.summary.report", boom)
     monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 1

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from autosr import images
-from autosr.dataset import analyse, check_patch, hold_out, image_complexity
 from autosr.errors import AutosrError
 from autosr.images import Pair, list_images, pair_folders, read_meta_info, write_meta_info
+from autosr.plan.dataset import analyse, check_patch, hold_out, image_complexity
 from autosr.synthetic import paint, write_pairs
 
 

@@ -12,13 +12,14 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from autosr import hardware, recommend
+from autosr import hardware
 from autosr.cli import app
-from autosr.detect_view import SCHEMA, print_report, to_json
 from autosr.errors import AutosrError
 from autosr.hardware import TIER_SETTINGS, HardwareProfile, fake_profile, probe
-from autosr.presets import load_preset
-from autosr.recommend import MAX_BATCH
+from autosr.plan import recommend
+from autosr.plan.detect_view import SCHEMA, print_report, to_json
+from autosr.plan.presets import load_preset
+from autosr.plan.recommend import MAX_BATCH
 
 GIB = 1024**3
 MIB = 1024**2

@@ -220,7 +220,7 @@ def test_train_disk_full_at_start_journal(tmp_path: Path, pair_set: tuple[Path, 
 
 def test_disk_full_at_start_is_one_line(tmp_path, pair_set, monkeypatch):
     """config.yml / hardware.json are the first files a run writes: a full disk there is one line, exit 1."""
-    import autosr.train.run as run_module
+    import autosr.train_cmd as run_module
 
     config = make_config(tmp_path, pair_set, 4, ["val.val_enabled=false"])
 

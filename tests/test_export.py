@@ -10,9 +10,9 @@ from autosr.archs import build_network
 from autosr.archs.paragonsr2 import VARIANTS
 from autosr.cli import app
 from autosr.errors import AutosrError
-from autosr.export import FP16_TOLERANCE, TOLERANCE, export
-from autosr.model_file import load_model, model_metadata
-from autosr.train.safetensors_io import read_safetensors_metadata, save_safetensors
+from autosr.safetensors_io import read_safetensors_metadata, save_safetensors
+from autosr.use.export import FP16_TOLERANCE, TOLERANCE, export
+from autosr.use.model_file import load_model, model_metadata
 
 pytest.importorskip("onnxruntime")
 

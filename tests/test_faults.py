@@ -22,7 +22,7 @@ from autosr.cli import app
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.journal import read_journal
 from autosr.train import runlock
-from autosr.train.run import DEFAULT_OUT, resume_command, train_from_file
+from autosr.train_cmd import DEFAULT_OUT, resume_command, train_from_file
 
 runner = CliRunner()
 

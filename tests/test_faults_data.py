@@ -23,10 +23,10 @@ from autosr.journal import read_journal
 from autosr.synthetic import write_pairs
 from autosr.train import checkpoint as ckpt
 from autosr.train import data as data_module
-from autosr.train import trainer as trainer_module
+from autosr.train import loop as trainer_module
 from autosr.train.data import build_crop_source
-from autosr.train.run import train_from_file
-from autosr.train.trainer import Trainer
+from autosr.train.loop import Trainer
+from autosr.train_cmd import train_from_file
 
 runner = CliRunner()
 
@@ -193,7 +193,7 @@ def test_too_many_pairs_lost_saves_and_stops_with_one_line(tmp_path, monkeypatch
     assert [e["new"] for e in events if e["key"] == "data.unreadable"] == [1]
     failed = [e for e in events if e["key"] == "failed"]  # the journal says how the run ended; the report reads it
     assert len(failed) == 1 and "became unreadable while training" in failed[0]["reason"]
-    from autosr.report import load_run, summarize
+    from autosr.report.summary import load_run, summarize
 
     assert summarize(load_run(run))["state"]["code"] == "crashed"
     for name in ("events.jsonl", "metrics.jsonl"):

@@ -183,7 +183,7 @@ def test_stale_on_a_config_init_wrote(tmp_path, pair_set):
 @pytest.fixture
 def fake_train(monkeypatch):
     """train_from_file stand-in: makes the run folder and a marker, fails (so the demo stops there)."""
-    import autosr.train.run
+    import autosr.train_cmd
 
     calls: list[str] = []
 
@@ -194,7 +194,7 @@ def fake_train(monkeypatch):
         calls.append(name)
         return 1
 
-    monkeypatch.setattr(autosr.train.run, "train_from_file", fake)
+    monkeypatch.setattr(autosr.train_cmd, "train_from_file", fake)
     monkeypatch.setattr("autosr.demo.PAIRS", 8)
     return calls
 

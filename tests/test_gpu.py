@@ -8,8 +8,8 @@ import torch
 from autosr.config import validate
 from autosr.journal import Journal
 from autosr.synthetic import write_pairs
+from autosr.train.loop import Trainer
 from autosr.train.setup import DistInfo
-from autosr.train.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -58,7 +58,7 @@ def test_real_oom_backs_off(data):
 
 
 def test_set_too_big_for_vram_is_cached_in_pinned_host_memory(data, monkeypatch):
-    import autosr.train.trainer as trainer_module
+    import autosr.train.loop as trainer_module
 
     monkeypatch.setattr(trainer_module, "cache_budget_bytes", lambda device: (0, 2**34, "test: no VRAM budget"))
     trainer = Trainer(config(data), None, DistInfo(), Journal(None), quiet=True)

@@ -10,14 +10,14 @@ from typer.testing import CliRunner
 
 from autosr.cli import app
 from autosr.config import parse_override, validate
-from autosr.dataset import analyse
 from autosr.errors import AutosrError
 from autosr.hardware import fake_profile
 from autosr.init_cmd import run_init
-from autosr.plan import ValData, budget_arch_choice, make_plan, pick_arch
+from autosr.plan.dataset import analyse
+from autosr.plan.planner import ValData, budget_arch_choice, make_plan, pick_arch
+from autosr.plan.presets import VARIANTS
+from autosr.plan.render import render, scalar
 from autosr.plan_file import plan_records, read_plan, write_plan
-from autosr.presets import VARIANTS
-from autosr.render import render, scalar
 
 runner = CliRunner()
 GPU_8GB = (("NVIDIA GeForce RTX 3070", 8.0, "8.6"),)
@@ -147,9 +147,9 @@ def test_time_budget_chooses_nano_or_s_from_s_measured_speed(it_per_s, budget, a
 
 
 def test_init_without_arch_measures_s_for_a_budget(tmp_path, pair_set, monkeypatch):
-    import autosr.calibrate
     import autosr.init_cmd
-    from autosr.calibrate import SpeedProbe
+    import autosr.plan.calibrate
+    from autosr.plan.calibrate import SpeedProbe
 
     monkeypatch.setattr(autosr.init_cmd, "probe", lambda _: fake_profile(GPU_80GB))
     probed: list[tuple[str, float]] = []
@@ -158,7 +158,7 @@ def test_init_without_arch_measures_s_for_a_budget(tmp_path, pair_set, monkeypat
         probed.append((network["type"], seconds))
         return SpeedProbe(15.0 if network["type"].endswith("_s") else 100.0, 30, 2.0, 900.0, "fake probe")
 
-    monkeypatch.setattr(autosr.calibrate, "measure_speed", fake_speed)
+    monkeypatch.setattr(autosr.plan.calibrate, "measure_speed", fake_speed)
     hr, lr = pair_set
     for budget, arch in ((600.0, "paragonsr2_s"), (90.0, "paragonsr2_nano")):
         probed.clear()
@@ -308,7 +308,7 @@ def test_fork_flavour_refuses_a_key_the_fork_rejects(profile):
 
 def test_init_warns_when_the_budget_is_too_short_to_beat_bicubic(profile):
     from autosr.init_cmd import MIN_SAMPLES_OVER_BICUBIC, too_short_to_beat_bicubic
-    from autosr.plan import Timing
+    from autosr.plan.planner import Timing
 
     cpu = fake_profile(())
     short = make_plan(cpu, profile, arch="paragonsr2_nano", val=val_for(profile), timing=Timing(90.0, 10.0, "probe"))

@@ -11,9 +11,9 @@ from autosr import __version__
 from autosr.archs import build_network
 from autosr.archs.paragonsr2 import VARIANTS
 from autosr.errors import AutosrError
-from autosr.model_file import TRAINNER_KEY, load_model, model_metadata
+from autosr.safetensors_io import load_safetensors, read_safetensors_metadata, save_safetensors
 from autosr.train.checkpoint import CheckpointStore
-from autosr.train.safetensors_io import load_safetensors, read_safetensors_metadata, save_safetensors
+from autosr.use.model_file import TRAINNER_KEY, load_model, model_metadata
 
 
 def _trained_like(model: torch.nn.Module) -> torch.nn.Module:

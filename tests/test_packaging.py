@@ -35,7 +35,7 @@ def test_installed_wheel_finds_its_own_data(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from autosr.resources import data_dir; "
-            "from autosr.presets import load_preset; print(data_dir('presets')); print(load_preset('xl').arch)")
+            "from autosr.plan.presets import load_preset; print(data_dir('presets')); print(load_preset('xl').arch)")
     result = subprocess.run([sys.executable, "-c", code, str(target)], cwd=tmp_path, capture_output=True, text=True, check=True)
     presets_dir, arch = result.stdout.split()
     assert Path(presets_dir).is_relative_to(target) and arch == "paragonsr2_xl"

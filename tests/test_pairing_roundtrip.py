@@ -14,7 +14,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from autosr.dataset import analyse, hold_out
 from autosr.errors import AutosrError
 from autosr.images import (
     Pair,
@@ -28,6 +27,7 @@ from autosr.images import (
     write_meta_info,
 )
 from autosr.init_cmd import run_init
+from autosr.plan.dataset import analyse, hold_out
 
 GT_SIZE, LQ_SIZE = 40, 20  # ×2
 
@@ -214,7 +214,7 @@ def test_unreadable_files_raise_one_error(tmp_path: Path) -> None:
 
 
 def test_init_then_a_real_training_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from autosr.train.run import train_from_file
+    from autosr.train_cmd import train_from_file
 
     monkeypatch.chdir(tmp_path)
     keys = ["my photo", "café ü", "sub/x 1", " lead", "#hash"]

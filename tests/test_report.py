@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from autosr.cli import app
-from autosr.report import SCHEMA, load_run, render_html, summarize
-from autosr.report_svg import Chart, Series, render
+from autosr.report.summary import SCHEMA, load_run, render_html, summarize
+from autosr.report.svg import Chart, Series, render
 
 runner = CliRunner()
 
@@ -213,7 +213,7 @@ def test_read_only_report_target(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("autosr.report.write_text_atomic", refuse)
+    monkeypatch.setattr("autosr.report.summary.write_text_atomic", refuse)
     result = runner.invoke(app, ["report", str(run)])
     assert result.exit_code == 0 and "cannot write the report" in result.output and "34.0000" in result.output
 
@@ -366,7 +366,7 @@ def real_run(tmp_path_factory, pair_set):
     """A short real CPU run (nano, ×2) with a 3-image validation set of its own."""
     from autosr.init_cmd import run_init
     from autosr.synthetic import write_pairs
-    from autosr.train.run import train_from_file
+    from autosr.train_cmd import train_from_file
 
     root = tmp_path_factory.mktemp("crops")
     val_gt, val_lq = write_pairs(root / "val", 3, scale=2, size=(256, 192), seed=100)
@@ -394,7 +394,7 @@ def test_pictures_show_best_and_worst_crops(real_run):
 
     import yaml
 
-    from autosr.report_crops import build_crops
+    from autosr.report.crops import build_crops
 
     run, _ = real_run
     assert (run / "models" / "net_g_best.safetensors").is_file()
@@ -481,7 +481,7 @@ def test_the_page_is_written_before_the_summary_is_printed(tmp_path):
     """`autosr report RUN | head` closes the pipe early: the page must already be on disk."""
     from rich.console import Console
 
-    from autosr.report import report
+    from autosr.report.summary import report
 
     class ClosedPipe:
         def write(self, text):
@@ -497,7 +497,7 @@ def test_the_page_is_written_before_the_summary_is_printed(tmp_path):
 
 
 def test_json_beside_a_page_keeps_stdout_one_document(tmp_path, capsys):
-    from autosr.report import report
+    from autosr.report.summary import report
 
     run = fake_run(tmp_path / "r")
     report(run, as_json=True, html_path=tmp_path / "page.html", images=False)

@@ -152,9 +152,10 @@ def all_on() -> dict:
 
 
 def test_registry_is_the_one_list_and_matches_the_schema_and_plan() -> None:
-    from autosr import plan, schema
+    from autosr import schema
+    from autosr.plan import planner
 
-    assert registry.AUTOMATION_NAMES == plan.AUTOMATIONS
+    assert registry.AUTOMATION_NAMES == planner.AUTOMATIONS
     assert set(schema.AUTOMATIONS.keys) - {"enabled"} == set(registry.AUTOMATION_NAMES)
     for name, cls in registry.AUTOMATIONS.items():
         assert set(schema.AUTOMATIONS.keys[name].keys) - {"enabled"} == set(cls.options), name

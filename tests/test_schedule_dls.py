@@ -220,7 +220,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
 def test_sampled_every_8_iterations_moves_the_balance_like_every_step() -> None:
     """The trainer samples the scheduler every 8 iterations (SCHEDULE_EVERY): with its constants
     scaled to the interval, DLS moves the balance about as far as when it sees every step."""
-    from autosr.train.trainer import SCHEDULE_EVERY
+    from autosr.train.loop import SCHEDULE_EVERY
 
     ratios = []
     for k in (1, SCHEDULE_EVERY):

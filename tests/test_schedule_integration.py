@@ -11,8 +11,8 @@ from test_train import FakeOOM, make_config
 
 from autosr.config import load_config
 from autosr.journal import Journal
+from autosr.train.loop import Trainer
 from autosr.train.setup import DistInfo
-from autosr.train.trainer import Trainer
 from autosr.train.validate import ValResult
 
 

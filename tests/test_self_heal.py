@@ -9,8 +9,8 @@ from test_train import make_config
 
 from autosr.config import load_config
 from autosr.journal import Journal
+from autosr.train.loop import MAX_ROLLBACKS, Trainer
 from autosr.train.setup import DistInfo
-from autosr.train.trainer import MAX_ROLLBACKS, Trainer
 
 
 class NaNAfter:

@@ -10,8 +10,8 @@ from autosr.config import spec_at, validate
 from autosr.journal import read_journal
 from autosr.runfolder import RunFolder
 from autosr.schema import DEFAULTS
-from autosr.train.run import train_from_file
 from autosr.train.settings import build_settings
+from autosr.train_cmd import train_from_file
 
 
 def minimal(hr: Path, lr: Path, **train: object) -> dict:
@@ -76,7 +76,7 @@ def test_ema_decay_zero_trains_without_ema_and_saves(tmp_path, pair_set):
 def test_a_trained_model_file_alone_rebuilds_the_network(tmp_path, pair_set):
     import torch
 
-    from autosr.model_file import load_model
+    from autosr.use.model_file import load_model
 
     tree = minimal(*pair_set, ema_decay=0.999)
     tree["val"]["metrics_enabled"] = True

@@ -13,8 +13,8 @@ import torch
 
 from autosr.archs import build_network
 from autosr.archs.paragonsr2 import SCALES, VARIANTS
-from autosr.model_file import load_model, model_metadata
-from autosr.train.safetensors_io import save_safetensors
+from autosr.safetensors_io import save_safetensors
+from autosr.use.model_file import load_model, model_metadata
 
 
 def _torchvision_stand_in() -> dict[str, types.ModuleType]:

@@ -18,12 +18,12 @@ from autosr.cli import app
 from autosr.config import load_config
 from autosr.init_cmd import run_init
 from autosr.journal import Journal, read_journal
+from autosr.safetensors_io import load_safetensors
 from autosr.synthetic import write_pairs
 from autosr.train.hooks import Automation
-from autosr.train.run import train_from_file
-from autosr.train.safetensors_io import load_safetensors
+from autosr.train.loop import Trainer
 from autosr.train.setup import DistInfo
-from autosr.train.trainer import Trainer
+from autosr.train_cmd import train_from_file
 
 runner = CliRunner()
 FAST = [

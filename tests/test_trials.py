@@ -7,14 +7,14 @@ import itertools
 
 import pytest
 
-from autosr import trials
-from autosr.calibrate import SpeedProbe
 from autosr.hardware import fake_profile
 from autosr.images import complete_pairs
 from autosr.init_cmd import run_init
+from autosr.plan import trials
+from autosr.plan.calibrate import SpeedProbe
+from autosr.plan.trials import Candidate, TrialResult, candidates, choose, run_trials, trial_seconds
 from autosr.plan_file import plan_path_for, plan_records, read_plan
 from autosr.synthetic import write_pairs
-from autosr.trials import Candidate, TrialResult, candidates, choose, run_trials, trial_seconds
 
 DEFAULT = Candidate(64, 2e-3, "default")
 HIGH = Candidate(64, 4e-3, "lr ×2")
@@ -113,7 +113,7 @@ def test_init_runs_the_trials_on_a_gpu_budget_and_journals_them(pairs, tmp_path,
     gets one record per trial."""
     root, _ = pairs
     monkeypatch.setattr("autosr.init_cmd.probe", lambda _path: fake_profile((("NVIDIA H200", 80.0, "9.0"),)))
-    monkeypatch.setattr("autosr.calibrate.measure_speed", lambda *a, **k: SpeedProbe(30.0, 10, 1.0, None, "fake speed probe"))
+    monkeypatch.setattr("autosr.plan.calibrate.measure_speed", lambda *a, **k: SpeedProbe(30.0, 10, 1.0, None, "fake speed probe"))
     monkeypatch.setattr(trials, "MIN_TRIAL_S", 0.2)
     monkeypatch.setattr(trials, "TRIALS_MAX_S", 1.5)
     config = tmp_path / "auto.yml"
@@ -138,7 +138,7 @@ def test_no_trials_over_a_set_batch_or_on_a_cpu(pairs, tmp_path, monkeypatch):
     root, _ = pairs
     common = dict(gt=root / "hr", lq=root / "lr", arch="paragonsr2_nano", val_gt=None, val_lq=None, name="t", scale=None,
                   flavor="fork", force=True, print_only=False, explain=False, sample=64, time_budget=3600.0, calibrate=True)
-    monkeypatch.setattr("autosr.calibrate.measure_speed", lambda *a, **k: SpeedProbe(30.0, 10, 1.0, None, "fake speed probe"))
+    monkeypatch.setattr("autosr.plan.calibrate.measure_speed", lambda *a, **k: SpeedProbe(30.0, 10, 1.0, None, "fake speed probe"))
     plan = run_init(output=tmp_path / "cpu.yml", overrides=["datasets.train.lq_size=24"], **common)
     assert plan.trials == [] and any("trials: no CUDA GPU" in n for n in plan.notes)
     monkeypatch.setattr("autosr.init_cmd.probe", lambda _path: fake_profile((("NVIDIA H200", 80.0, "9.0"),)))
@@ -151,10 +151,10 @@ def test_no_trials_over_a_set_batch_or_on_a_cpu(pairs, tmp_path, monkeypatch):
 
 
 def test_memory_probe_arithmetic_and_the_batch_it_gives():
-    from autosr.calibrate import MemoryProbe
-    from autosr.plan import memory_batch
-    from autosr.presets import load_preset
-    from autosr.recommend import batch_budget
+    from autosr.plan.calibrate import MemoryProbe
+    from autosr.plan.planner import memory_batch
+    from autosr.plan.presets import load_preset
+    from autosr.plan.recommend import batch_budget
 
     probe = MemoryProbe(1000.0, 100.0, "measured on a fake GPU: peak 4200 MiB at batch 32, 7400 MiB at batch 64")
     assert probe.batch_for(1000.0 + 100.0 * 37.5) == 37 and probe.batch_for(500.0) == 0
@@ -172,7 +172,7 @@ def test_memory_probe_arithmetic_and_the_batch_it_gives():
 
 
 def test_memory_probe_on_a_cpu_says_so():
-    from autosr.calibrate import measure_memory
+    from autosr.plan.calibrate import measure_memory
 
     probe = measure_memory({"type": "paragonsr2_nano", "scale": 2}, batch=4, lq_size=16, scale=2, precision="fp32",
                            channels_last=False, losses=[{"type": "l1loss", "loss_weight": 1.0}])
@@ -183,7 +183,7 @@ def test_memory_probe_halves_a_batch_that_runs_out_and_fits_a_line(monkeypatch):
     """The CUDA calls faked: peak = 900 MiB + 40 MiB per sample; batches above 48 run out of memory."""
     import torch
 
-    from autosr import calibrate
+    from autosr.plan import calibrate
 
     current = {"batch": 0}
 
@@ -217,8 +217,8 @@ def test_memory_probe_halves_a_batch_that_runs_out_and_fits_a_line(monkeypatch):
 
 
 def test_init_sizes_the_batch_from_the_memory_probe(pairs, tmp_path, monkeypatch):
-    from autosr.calibrate import MemoryProbe
-    from autosr.recommend import batch_budget
+    from autosr.plan.calibrate import MemoryProbe
+    from autosr.plan.recommend import batch_budget
 
     root, _ = pairs
     hw = fake_profile((("NVIDIA RTX 4090", 24.0, "8.9"),))
@@ -230,8 +230,8 @@ def test_init_sizes_the_batch_from_the_memory_probe(pairs, tmp_path, monkeypatch
         return probe
 
     monkeypatch.setattr("autosr.init_cmd.probe", lambda _path: hw)
-    monkeypatch.setattr("autosr.calibrate.measure_memory", fake_memory)
-    monkeypatch.setattr("autosr.calibrate.measure_speed", lambda *a, **k: SpeedProbe(3.0, 10, 1.0, None, "fake speed probe"))
+    monkeypatch.setattr("autosr.plan.calibrate.measure_memory", fake_memory)
+    monkeypatch.setattr("autosr.plan.calibrate.measure_speed", lambda *a, **k: SpeedProbe(3.0, 10, 1.0, None, "fake speed probe"))
     config = tmp_path / "m.yml"
     plan = run_init(gt=root / "hr", lq=root / "lr", arch="paragonsr2_m", val_gt=None, val_lq=None, output=config, name="t",
                     scale=None, overrides=["datasets.train.lq_size=24"], flavor="fork", force=True, print_only=False,

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from autosr.archs import build_network
 from autosr.cli import app
 from autosr.errors import AutosrError
-from autosr.model_file import load_model, model_metadata
-from autosr.train.safetensors_io import save_safetensors
-from autosr.upscale import Picture, find_model, plan_jobs, read_picture, upscale, upscale_tensor, write_picture
+from autosr.safetensors_io import save_safetensors
+from autosr.use.model_file import load_model, model_metadata
+from autosr.use.upscale import Picture, find_model, plan_jobs, read_picture, upscale, upscale_tensor, write_picture
 
 
 def _model_file(path, variant="nano", scale=2, content_aware=True):
@@ -197,7 +197,7 @@ def test_16_bit_png_reader_undoes_every_filter_type(tmp_path):
 def test_running_out_of_gpu_memory_halves_the_tile_and_the_output_is_the_same(tmp_path, monkeypatch):
     """The tile estimate is rough and other programs share the card: an out-of-memory tile is halved
     (and stays halved for the next images); the result equals an untroubled run's."""
-    import autosr.upscale as up
+    import autosr.use.upscale as up
 
     mpath = _model_file(tmp_path / "m.safetensors")
     src = tmp_path / "in"

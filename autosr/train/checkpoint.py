@@ -36,7 +36,7 @@ from torch import Tensor
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.fsutil import atomic_write, fsync_dir, is_temp_name, temp_name_for
 from autosr.runfolder import write_failure
-from autosr.train.safetensors_io import load_safetensors, save_safetensors
+from autosr.safetensors_io import load_safetensors, save_safetensors
 
 log = logging.getLogger("autosr.checkpoint")
 
@@ -210,7 +210,7 @@ class CheckpointStore:
              net_g_ema: Mapping[str, Tensor] | None = None, metadata: Mapping[str, str] | None = None) -> Path:
         """Write the weights, then the state (the completion mark), then prune. Returns the state path.
 
-        ``metadata`` (autosr.model_file.model_metadata) goes into both model files; ``iter`` is
+        ``metadata`` (autosr.use.model_file.model_metadata) goes into both model files; ``iter`` is
         always set to ``iteration``.
         """
         with self._writing(iteration) as current:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from autosr.errors import AutosrError
-from autosr.train.safetensors_io import load_safetensors
+from autosr.safetensors_io import load_safetensors
 
 
 def read_weights(path: Path, param_key: str | None) -> dict[str, torch.Tensor]:

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from autosr.errors import AutosrError, AutosrRuntimeError
-from autosr.model_file import ModelInfo, load_model, model_metadata
-from autosr.train.safetensors_io import save_safetensors
-from autosr.upscale import find_model
+from autosr.safetensors_io import save_safetensors
+from autosr.use.model_file import ModelInfo, load_model, model_metadata
+from autosr.use.upscale import find_model
 
 TOLERANCE = 1e-4  # fp32 ONNX Runtime vs PyTorch, max abs difference on [0, 1] images
 FP16_TOLERANCE = 1 / 255  # fp16 ONNX vs fp32 PyTorch: within one level of an 8-bit image
@@ -102,7 +102,7 @@ def export(target: Path, *, onnx_path: Path | None = None, opset: int = 17, stat
            say: Callable[[str], None] = print) -> ExportResult:
     """Export; raises AutosrRuntimeError (exit 1) when ONNX and PyTorch differ by more than TOLERANCE
     (FP16_TOLERANCE for an fp16 graph)."""
-    from autosr.archs.onnx_export import export_onnx
+    from autosr.use.onnx_export import export_onnx
 
     if onnx_path is None and safetensors_path is None:
         raise AutosrError("nothing to export", "pass --onnx PATH and/or --safetensors PATH")

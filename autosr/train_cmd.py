@@ -26,7 +26,7 @@ from autosr.train.budget import TimeBudget
 from autosr.train.setup import init_distributed
 
 if TYPE_CHECKING:
-    from autosr.train.trainer import RunResult
+    from autosr.train.loop import RunResult
 
 err = Console(stderr=True, highlight=False)
 DEFAULT_OUT = Path("runs")  # `autosr train --out`'s default (autosr/cli.py)
@@ -65,7 +65,7 @@ def _train(
     resume: bool | None, overrides: list[str], quiet: bool, budget: TimeBudget | None, explain: bool,
 ) -> int:
     """train_from_file with the run folder's lock held (on the main process)."""
-    from autosr.train.trainer import Trainer  # torch-heavy: imported once the config is known good
+    from autosr.train.loop import Trainer  # torch-heavy: imported once the config is known good
 
     folder = RunFolder(run_dir)
     store = ckpt.CheckpointStore(run_dir, clean=dist.is_main)
@@ -229,7 +229,7 @@ def _print_explain(trainer: Any) -> None:
 
 
 def _dry_run(cfg: RunConfig, dist: Any, explain: bool = False) -> int:
-    from autosr.train.trainer import Trainer
+    from autosr.train.loop import Trainer
 
     trainer = Trainer(cfg, None, dist, Journal(None), quiet=True)
     if explain:

@@ -1,6 +1,6 @@
 """Pictures for `autosr report`: validation crops at the best checkpoint, LR / bicubic / autosr / HR side by side.
 
-- The model is the run's best (else newest) model file (`autosr.upscale.find_model`, `load_model`);
+- The model is the run's best (else newest) model file (`autosr.use.upscale.find_model`, `load_model`);
   the validation pairs are config.yml's datasets.val* entries, paired and decoded by autosr.images
   exactly as the trainer does (`collect_pairs`, `load_val_pairs`).
 - Bicubic is the validator's baseline upsampling (torch bicubic, align_corners=False, clamped).
@@ -97,8 +97,8 @@ def _build(folder: Path, config: dict[str, Any], out: Crops, max_images: int) ->
         import torch
 
         from autosr.images import collect_pairs
-        from autosr.model_file import load_model
-        from autosr.upscale import find_model
+        from autosr.use.model_file import load_model
+        from autosr.use.upscale import find_model
     except ImportError as exc:
         out.missing.append(f"pictures need torch: {_first_line(exc)}")
         return
@@ -159,7 +159,7 @@ def _upscaled(model: Any, scale: int, pairs: list[Any], out: Crops) -> Any:
     import torch.nn.functional as F  # noqa: N812
 
     from autosr.images import load_val_pairs
-    from autosr.upscale import CPU_TILE, _image_gain, _without_content_gain, upscale_tensor
+    from autosr.use.upscale import CPU_TILE, _image_gain, _without_content_gain, upscale_tensor
 
     device = next(model.parameters()).device
     share = PIXEL_BUDGET // max(1, len(pairs))

@@ -170,7 +170,7 @@ def load_model(path: str | os.PathLike[str], *, network_opts: Mapping[str, Any] 
     constructor's (the variant's, or the overridden) sharpening strength.
     """
     from autosr.archs import build_network
-    from autosr.train.safetensors_io import load_safetensors, read_safetensors_metadata
+    from autosr.safetensors_io import load_safetensors, read_safetensors_metadata
 
     path = Path(path)
     if not path.is_file():

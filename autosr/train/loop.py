@@ -17,12 +17,13 @@ import torch
 
 from autosr.archs import build_network, count_parameters
 from autosr.config import RunConfig
+from autosr.durations import format_duration
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.images import collect_pairs, load_val_pairs
 from autosr.journal import Journal
 from autosr.runfolder import JsonlWriter, RunFolder
 from autosr.train import checkpoint as ckpt
-from autosr.train.budget import TimeBudget, format_duration
+from autosr.train.budget import TimeBudget
 from autosr.train.data import CropSource, UnreadableSet, build_crop_source
 from autosr.train.ema import ModelEMA, build_ema
 from autosr.train.hooks import Automation, LossInfo, RunInfo, StepStats, TierInfo, ValStats, phase_of
@@ -274,7 +275,7 @@ class Trainer:
 
     def _complexity(self) -> float:
         """Dataset complexity of one training batch (runtime-scheduler.md's formula), 0..1."""
-        from autosr.dataset import image_complexity
+        from autosr.plan.dataset import image_complexity
 
         _, gt = self.source.peek_batch()
         images = gt.float().permute(0, 2, 3, 1).cpu().numpy()
@@ -921,7 +922,7 @@ class Trainer:
     def save(self, *, best: bool = False, final: bool = False) -> None:
         if self.run_dir is None or not self.dist.is_main:
             return
-        from autosr.model_file import model_metadata
+        from autosr.use.model_file import model_metadata
 
         store = ckpt.CheckpointStore(self.run_dir)
         best_metrics = {k: v[0] for k, v in self.best.items()}

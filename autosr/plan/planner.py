@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autosr.calibrate import MemoryProbe
 from autosr.config import parse_override, set_path, validate, without_fork_sections
-from autosr.dataset import DatasetProfile
 from autosr.decision import Decision
 from autosr.errors import AutosrError
 from autosr.hardware import TIER_SETTINGS, HardwareProfile
-from autosr.presets import VARIANTS, Preset, all_presets, load_preset
-from autosr.recommend import (
+from autosr.plan.calibrate import MemoryProbe
+from autosr.plan.dataset import DatasetProfile
+from autosr.plan.presets import VARIANTS, Preset, all_presets, load_preset
+from autosr.plan.recommend import (
     MAX_BATCH,
     batch_budget,
     choose_channels_last,
@@ -80,7 +80,7 @@ class Timing:
 
 @dataclass(frozen=True)
 class Tuned:
-    """Batch and LR chosen by init's trials on the user's data (autosr/trials.py), with the reason."""
+    """Batch and LR chosen by init's trials on the user's data (autosr/plan/trials.py), with the reason."""
 
     batch: int
     lr: float
@@ -238,14 +238,14 @@ def _lr(preset: Preset, per_gpu: int, gpus: int = 1) -> Decision:
 def _duration(timing: Timing, total_iter: int) -> str:
     if not timing.it_per_s:
         return ""
-    from autosr.train.budget import format_duration
+    from autosr.durations import format_duration
 
     return f" (≈ {format_duration(total_iter / timing.it_per_s + STARTUP_S)} at the measured {timing.it_per_s:.1f} it/s)"
 
 
 def _fit_budget(timing: Timing, compile_s: float, speedup: float, preset: Preset) -> Decision:
     """Iterations that fill the budget at the measured speed, start-up and validations kept out."""
-    from autosr.train.budget import format_duration
+    from autosr.durations import format_duration
 
     assert timing.budget_s is not None
     usable = timing.budget_s * (1 - VAL_SHARE) - STARTUP_S - compile_s

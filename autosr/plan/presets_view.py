@@ -6,7 +6,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from autosr.presets import all_presets
+from autosr.plan.presets import all_presets
 
 
 def print_presets() -> None:

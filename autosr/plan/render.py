@@ -15,7 +15,7 @@ import jinja2
 import yaml
 
 from autosr import __version__
-from autosr.plan import Plan
+from autosr.plan.planner import Plan
 from autosr.resources import data_dir
 
 TEMPLATE = "trainner.yml.j2"

@@ -16,8 +16,8 @@ from rich.table import Table
 
 from autosr.decision import Decision
 from autosr.hardware import HardwareProfile
-from autosr.presets import ARCH_PREFIX
-from autosr.recommend import Advice
+from autosr.plan.presets import ARCH_PREFIX
+from autosr.plan.recommend import Advice
 
 SCHEMA = "autosr.detect/1"
 

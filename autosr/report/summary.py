@@ -1,9 +1,9 @@
 """`autosr report`: what happened in a run — the numbers first, then plots and every automatic decision.
 
 Reads only the run folder (config.yml, plan.json, hardware.json, metrics.jsonl, events.jsonl, models/,
-checkpoints/), plus the validation images config.yml names for the "Pictures" crops (autosr.report_crops:
+checkpoints/), plus the validation images config.yml names for the "Pictures" crops (autosr.report.crops:
 the best model on a few crops, embedded as PNG data URIs); writes a self-contained report.html (inline SVG
-from autosr.report_svg) and prints a terminal summary. Anything unreadable is named in the summary
+from autosr.report.svg) and prints a terminal summary. Anything unreadable is named in the summary
 ("problems"; for the pictures, in their section) and the rest is shown: the only error is a path
 that is not a run folder (nor a folder of run folders) at all.
 Several runs (`autosr report runA runB`) are compared on one page; a parent folder lists its runs.
@@ -26,7 +26,7 @@ from rich.table import Table
 
 from autosr.errors import AutosrError
 from autosr.fsutil import write_text_atomic
-from autosr.report_svg import Chart, Series, render, smooth
+from autosr.report.svg import Chart, Series, render, smooth
 from autosr.runfolder import RunFolder, read_jsonl
 
 SCHEMA = "autosr.report/1"
@@ -449,8 +449,8 @@ def page(title: str, body: str) -> str:
 
 
 def _pictures(run: RunSummary) -> str:
-    """Validation crops at the best checkpoint (autosr.report_crops); what is missing instead, never an error."""
-    from autosr.report_crops import build_crops, crops_html
+    """Validation crops at the best checkpoint (autosr.report.crops); what is missing instead, never an error."""
+    from autosr.report.crops import build_crops, crops_html
 
     return crops_html(build_crops(run.folder, run.config))
 

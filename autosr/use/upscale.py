@@ -33,9 +33,9 @@ from torch import Tensor, nn
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.fsutil import atomic_write
 from autosr.images import IMAGE_EXTS
-from autosr.model_file import ModelInfo, load_model
 from autosr.runfolder import RunFolder
 from autosr.train.metrics import tiled_forward
+from autosr.use.model_file import ModelInfo, load_model
 
 OVERLAP = 32  # LR pixels of context around each tile (a multiple of the attention window)
 CPU_TILE = 512
@@ -228,7 +228,7 @@ def auto_tile(info: ModelInfo, device: torch.device, dtype: torch.dtype) -> int:
         return CPU_TILE
     free, _ = torch.cuda.mem_get_info(device)
     opts = {**info.network_opts}
-    from autosr.model_file import resolve_network
+    from autosr.use.model_file import resolve_network
 
     _, _, full = resolve_network(opts)
     width = float(full["num_feat"]) * max(1.0, float(full["ffn_ratio"]))

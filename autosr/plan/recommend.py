@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from autosr.decision import Decision
 from autosr.hardware import HardwareProfile
-from autosr.presets import Preset, all_presets
+from autosr.plan.presets import Preset, all_presets
 
 MAX_BATCH = 512  # performance.md: throughput has saturated by here; larger only slows iterations
 CPU_RAM_SHARE = 0.25  # CPU/MPS training: leave most RAM to the OS, the loader and the page cache

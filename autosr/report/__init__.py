@@ -1,0 +1,1 @@
+"""`autosr report`: a run folder → terminal summary, charts, crops and the HTML page."""
