@@ -1,4 +1,9 @@
-"""`autosr train`: config → run folder → Trainer.fit(), with resume and a graceful Ctrl-C or SIGTERM."""
+"""`autosr train`: config → run folder → the loop's fit(), with resume and a graceful Ctrl-C or SIGTERM.
+
+The command's composition root: it builds what the loop runs — the objective (what a step
+computes), the data, the runtime scheduler's automations, the model files' metadata — and hands
+them to `autosr.train.loop.Trainer`, which knows none of the layers above it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ import os
 import shlex
 import signal
 import sys
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -17,16 +23,25 @@ from rich.markup import escape
 from autosr.config import RunConfig, load_config, parse_override, stale_after_overrides
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.fsutil import write_text_atomic
+from autosr.hardware import probe
 from autosr.journal import Journal
+from autosr.plan.dataset import image_complexity
 from autosr.plan_file import plan_path_for, plan_records, read_plan
 from autosr.runfolder import RunFolder, rewrite_jsonl, up_to, write_failure
+from autosr.schedule import build_automations, describe
 from autosr.train import checkpoint as ckpt
-from autosr.train import runlock
+from autosr.train import distributed, runlock
 from autosr.train.budget import TimeBudget
-from autosr.train.setup import init_distributed
-
-if TYPE_CHECKING:
-    from autosr.train.loop import RunResult
+from autosr.train.data import CropSource
+from autosr.train.fidelity import FidelityObjective
+from autosr.train.hooks import Automation, RunInfo
+from autosr.train.inputs import build_data
+from autosr.train.launch import launch_note
+from autosr.train.loop import SCHEDULE_EVERY, ModelMetadata, RunResult, Trainer
+from autosr.train.objective import Objective
+from autosr.train.settings import Settings, build_settings
+from autosr.train.setup import DistInfo, Note, TorchSetup, init_distributed, setup_torch
+from autosr.use.model_file import model_metadata
 
 err = Console(stderr=True, highlight=False)
 DEFAULT_OUT = Path("runs")  # `autosr train --out`'s default (autosr/cli.py)
@@ -65,8 +80,6 @@ def _train(
     resume: bool | None, overrides: list[str], quiet: bool, budget: TimeBudget | None, explain: bool,
 ) -> int:
     """train_from_file with the run folder's lock held (on the main process)."""
-    from autosr.train.loop import Trainer  # torch-heavy: imported once the config is known good
-
     folder = RunFolder(run_dir)
     store = ckpt.CheckpointStore(run_dir, clean=dist.is_main)
     latest = store.latest()
@@ -94,7 +107,7 @@ def _train(
 
     journal = Journal(folder.events if dist.is_main else None)
     # Built first: it reads every image header, so bad data fails before the run folder is touched.
-    trainer = Trainer(cfg, run_dir, dist, journal, quiet=quiet, budget=budget)
+    trainer = build_trainer(cfg, run_dir, dist, journal, quiet=quiet, budget=budget)
     if explain and dist.is_main:
         _print_explain(trainer)
     if dist.is_main:
@@ -154,7 +167,8 @@ def _train(
         raise
     finally:
         journal.close()
-        _leave_process_group(dist)
+        if dist.world_size > 1:
+            distributed.leave()
     if dist.is_main:
         _print_result(trainer.result(), folder, config_path, overrides, code, out_dir)
     return code
@@ -179,15 +193,7 @@ def _budget(config_path: Path, seconds: float | None, spent: float) -> TimeBudge
     return TimeBudget(seconds, spent=spent) if seconds else None
 
 
-def _leave_process_group(dist: Any) -> None:
-    if dist.world_size > 1:
-        import torch.distributed
-
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def _fit_with_interrupts(trainer: Any) -> int:
+def _fit_with_interrupts(trainer: Trainer) -> int:
     """First Ctrl-C or SIGTERM (schedulers, `docker stop`): finish the step, checkpoint, exit 130 (SIGINT) or
     143 (SIGTERM). Second: abort at once."""
     received: list[int] = []
@@ -215,7 +221,7 @@ def _fit_with_interrupts(trainer: Any) -> int:
     return code
 
 
-def _print_explain(trainer: Any) -> None:
+def _print_explain(trainer: Trainer) -> None:
     from rich import box
     from rich.table import Table
 
@@ -223,15 +229,13 @@ def _print_explain(trainer: Any) -> None:
     table.add_column("automation", style="cyan", overflow="fold", ratio=2)
     table.add_column("setting", overflow="fold", ratio=2)
     table.add_column("value (reason)", style="dim", overflow="fold", ratio=6)
-    for automation, setting, value in trainer.explain():
+    for automation, setting, value in explain_schedule(trainer):
         table.add_row(automation, setting, value)
     err.print(table)
 
 
 def _dry_run(cfg: RunConfig, dist: Any, explain: bool = False) -> int:
-    from autosr.train.loop import Trainer
-
-    trainer = Trainer(cfg, None, dist, Journal(None), quiet=True)
+    trainer = build_trainer(cfg, None, dist, Journal(None), quiet=True)
     if explain:
         _print_explain(trainer)
     trainer.fit(max_steps=1)
@@ -244,8 +248,6 @@ def _dry_run(cfg: RunConfig, dist: Any, explain: bool = False) -> int:
 
 
 def _write_run_files(cfg: RunConfig, folder: RunFolder, config_path: Path, overrides: list[str], first: bool) -> None:
-    from autosr.hardware import probe
-
     header = f"# resolved config of {config_path}" + (f" with --set {' '.join(overrides)}" if overrides else "") + "\n"
     write_text_atomic(folder.config, header + yaml.safe_dump(cfg.data, sort_keys=False))
     write_text_atomic(folder.hardware, json.dumps(probe(folder.root).to_dict(), indent=2))
@@ -288,3 +290,100 @@ def resume_command(config_path: Path, overrides: list[str], out_dir: Path) -> st
     out = f" --out {shlex.quote(str(out_dir))}" if out_dir != DEFAULT_OUT else ""
     sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
     return f"autosr train {shlex.quote(str(config_path))}{out}{sets}"
+
+
+# ---- the composition root ------------------------------------------------------------------------
+
+def build_trainer(cfg: RunConfig, run_dir: Path | None, dist: DistInfo, journal: Journal, *,
+                  automations: list[Automation] | None = None, quiet: bool = False,
+                  budget: TimeBudget | None = None) -> Trainer:
+    """Settings → torch → objective → data → the loop, with the runtime scheduler the config asks
+    for (`automations` replaces it: tests pass their own)."""
+    s = build_settings(cfg)
+    torch_setup = setup_torch(s.runtime, dist)
+    objective = build_objective(s, torch_setup, dist)
+    save_dir = RunFolder(run_dir).visualization if run_dir is not None else None
+    data = build_data(s, torch_setup.device, dist, torch_setup.seed, torch_setup.precision.autocast(torch_setup.device), save_dir)
+    notes = [*torch_setup.notes, *objective.notes, *data.notes, *unused_key_notes(s, torch_setup, data.source, dist)]
+    trainer = Trainer(s, cfg, objective, data.source, data.validator, torch_setup, dist=dist, journal=journal,
+                      run_dir=run_dir, budget=budget, quiet=quiet, complexity=dataset_complexity(cfg, data.source),
+                      model_metadata=metadata_for(s), notes=notes)
+    if automations is None:
+        trainer.attach(*build_schedule(s, trainer.run_info()))
+    else:
+        trainer.attach(automations)
+    return trainer
+
+
+def build_objective(s: Settings, torch_setup: TorchSetup, dist: DistInfo) -> Objective:
+    """What one step computes: fidelity training (the generator and its losses)."""
+    return FidelityObjective(s, torch_setup.device, torch_setup.precision, dist)
+
+
+def build_schedule(s: Settings, run: RunInfo) -> tuple[list[Automation], list[str]]:
+    """The config's dynamic loss scheduling and training automations, calibrated for this run."""
+    dls, autos = s.dynamic_loss_scheduling or None, s.training_automations or None
+    if dls is None and autos is None:
+        return [], []
+    built, notes = build_automations(dls, autos, run)
+    for automation in built:  # their maths is many tiny kernels: sampled, not run every step
+        automation.step_interval = SCHEDULE_EVERY
+    return built, notes
+
+
+def explain_schedule(trainer: Trainer) -> list[tuple[str, str, str]]:
+    """(automation, setting, value with its reason) for every scheduler setting of this run."""
+    dls, autos = trainer.s.dynamic_loss_scheduling or None, trainer.s.training_automations or None
+    if dls is None and autos is None:
+        return [("scheduler", "off", "the config has no dynamic_loss_scheduling / training_automations section")]
+    return describe(trainer.run_info(), dls, autos)
+
+
+def dataset_complexity(cfg: RunConfig, source: CropSource) -> Any:
+    """The dataset's complexity for the scheduler's calibration: what `autosr init` measured (in the
+    plan beside the config), else measured on one training batch (a hand-written config). Lazy:
+    only a run with automations asks."""
+
+    @cache
+    def complexity() -> float:
+        measured = read_plan(plan_path_for(cfg.source)).get("dataset", {}).get("complexity")
+        if isinstance(measured, (int, float)):
+            return float(measured)
+        _, gt = source.peek_batch()
+        images = gt.float().permute(0, 2, 3, 1).cpu().numpy()
+        return float(sum(image_complexity(img) for img in images) / max(1, len(images)))
+
+    return complexity
+
+
+def metadata_for(s: Settings) -> ModelMetadata:
+    """Every model file describes itself: a file alone rebuilds the network (docs/model-files.md)."""
+
+    def metadata(iteration: int, metrics: dict[str, float] | None, training: dict[str, Any]) -> dict[str, str]:
+        return model_metadata(s.network, iteration=iteration, metrics=metrics, training=training)
+
+    return metadata
+
+
+def unused_key_notes(s: Settings, torch_setup: TorchSetup, source: CropSource, dist: DistInfo) -> list[Note]:
+    """traiNNer keys that autosr's own pipeline decides: accepted, and said to be unused."""
+    d, out = s.data, []
+    if d.prefetch_mode:
+        out.append(Note("datasets.train.prefetch_mode", "not used", f"autosr's data pipeline prefetches itself ({source.kind})"))
+    if d.pin_memory is False and torch_setup.device.type == "cuda":
+        out.append(Note("datasets.train.pin_memory", "not used", "autosr pins host memory on CUDA (faster copies)"))
+    if d.persistent_workers is False and source.kind == "loader":
+        out.append(Note("datasets.train.persistent_workers", "not used", "autosr's loader keeps its workers for the whole run"))
+    if d.dataset_enlarge_ratio not in (1, "auto"):
+        out.append(Note("datasets.train.dataset_enlarge_ratio", "not used",
+                        "autosr samples crops endlessly: there are no epochs to enlarge"))
+    if s.save_checkpoint_format == "pth":
+        out.append(Note("logger.save_checkpoint_format", "not used", "models are written as safetensors (loads everywhere .pth does)"))
+    launched = launch_note()
+    num_gpu = s.runtime.num_gpu
+    if launched is not None:
+        out.append(launched)  # how many processes `autosr train` started, and why
+    elif isinstance(num_gpu, int) and num_gpu != dist.world_size:
+        out.append(Note("num_gpu", dist.world_size, f"num_gpu: {num_gpu} asked for, {dist.world_size} "
+                                                     "process(es) run (--gpus or CUDA_VISIBLE_DEVICES limit it)"))
+    return out

@@ -28,6 +28,7 @@ from autosr.journal import Journal  # noqa: E402
 from autosr.schedule import AUTOMATION_NAMES  # noqa: E402
 from autosr.train.loop import Trainer  # noqa: E402
 from autosr.train.setup import DistInfo  # noqa: E402
+from autosr.train_cmd import build_trainer  # noqa: E402
 
 
 def build(args: argparse.Namespace, scheduler: bool) -> Trainer:
@@ -35,7 +36,7 @@ def build(args: argparse.Namespace, scheduler: bool) -> Trainer:
     tree["train"]["losses"] = [{"type": "l1loss", "loss_weight": 1.0}, {"type": "ssimloss", "loss_weight": 0.05}]
     tree["train"]["dynamic_loss_scheduling"] = {"enabled": scheduler, "auto_calibrate": True}
     tree["train"]["training_automations"] = {"enabled": scheduler, **{n: {"enabled": scheduler} for n in AUTOMATION_NAMES}}
-    trainer = Trainer(validate(tree, "benchmark config"), None, DistInfo(), Journal(None), quiet=True)
+    trainer = build_trainer(validate(tree, "benchmark config"), None, DistInfo(), Journal(None), quiet=True)
     for automation in trainer.automations:
         automation.on_start(trainer.run_info(), trainer)
     return trainer

@@ -28,6 +28,7 @@ from autosr.config import load_config  # noqa: E402
 from autosr.journal import Journal  # noqa: E402
 from autosr.train.loop import Trainer  # noqa: E402
 from autosr.train.setup import DistInfo  # noqa: E402
+from autosr.train_cmd import build_trainer  # noqa: E402
 
 SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy", "cudaMemcpyAsync", "cudaEventSynchronize")
 
@@ -38,7 +39,7 @@ HOST_S: Counter = Counter()  # seconds of host time inside each automation's aft
 def build(config: Path) -> Trainer:
     import time
 
-    trainer = Trainer(load_config(config), None, DistInfo(), Journal(None), quiet=True)
+    trainer = build_trainer(load_config(config), None, DistInfo(), Journal(None), quiet=True)
     for automation in trainer.automations:
         automation.on_start(trainer.run_info(), trainer)
         real = automation.after_step

@@ -28,6 +28,7 @@ from autosr.journal import Journal  # noqa: E402
 from autosr.synthetic import write_pairs  # noqa: E402
 from autosr.train.loop import Trainer  # noqa: E402
 from autosr.train.setup import DistInfo  # noqa: E402
+from autosr.train_cmd import build_trainer  # noqa: E402
 
 
 def make_config(
@@ -144,10 +145,10 @@ def main() -> None:
         tree["train"]["training_automations"] = {"enabled": True, **{n: {"enabled": n in chosen} for n in AUTOMATION_NAMES}}
     cfg = validate(tree, "benchmark config")
     if args.force_loader:
-        import autosr.train.loop as trainer_module
+        import autosr.train.inputs as inputs_module
 
-        trainer_module.cache_budget_bytes = lambda device: (0, None, "forced to stream (--force-loader)")
-    trainer = Trainer(cfg, None, DistInfo(), Journal(None), quiet=True)
+        inputs_module.cache_budget_bytes = lambda device: (0, None, "forced to stream (--force-loader)")
+    trainer = build_trainer(cfg, None, DistInfo(), Journal(None), quiet=True)
 
     for automation in trainer.automations:
         automation.on_start(trainer.run_info(), trainer)
@@ -177,7 +178,7 @@ def main() -> None:
         "batch": trainer.batch_size,
         "precision": trainer.precision.label,
         "channels_last": trainer.s.runtime.channels_last,
-        "compile": args.compile, "losses": [t.name for t in trainer.losses],
+        "compile": args.compile, "losses": [t.name for t in trainer.objective.terms],
         "schedule": [a.name for a in trainer.automations],
         "data": trainer.source.kind,
         "data_reason": trainer.source.reason,

@@ -16,6 +16,7 @@ from autosr.train.budget import TimeBudget
 from autosr.train.loop import Trainer
 from autosr.train.setup import DistInfo
 from autosr.train.validate import ValResult
+from autosr.train_cmd import build_trainer
 
 STEP_S = 0.05  # fake seconds per training step
 
@@ -37,15 +38,15 @@ def budget_trainer(tmp_path, pair_set, monkeypatch, *, budget_s: float, val_s: f
     config = make_config(tmp_path, pair_set, 4000, [f"val.val_freq={val_freq}", "logger.print_freq=50", *extra],
                          val=pair_set)
     journal = Journal(tmp_path / "events.jsonl")
-    trainer = Trainer(load_config(config), tmp_path / "run", DistInfo(), journal, quiet=True,
+    trainer = build_trainer(load_config(config), tmp_path / "run", DistInfo(), journal, quiet=True,
                       budget=TimeBudget(budget_s, clock=clock))
-    real_step = trainer.step_model
+    real_step = trainer.objective.step_model
 
     def timed_step(x: torch.Tensor) -> torch.Tensor:
         clock.t += STEP_S
         return real_step(x)
 
-    trainer.step_model = timed_step
+    trainer.objective.step_model = timed_step
     assert trainer.validator is not None
     validator = trainer.validator
     validator.images = validator.images[:1]  # the real validation is not what is timed here
@@ -98,7 +99,7 @@ def test_adaptive_validation_frequency_acts_under_a_time_budget(tmp_path, pair_s
                                                    psnr_per_val=psnr_per_val, val_freq=200,
                                                    extra=["train.dynamic_loss_scheduling.enabled=false", *only_avf])
     start = clock.t
-    first_plan = trainer.vals.planned
+    first_plan = trainer.vals.plan.planned
     assert trainer.fit() == 0
     assert abs(clock.t - start - 100) <= 5
     changes = [e for e in journal.records if e["key"] == "val_freq" and "time budget" in e["reason"]]

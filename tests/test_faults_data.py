@@ -23,7 +23,7 @@ from autosr.journal import read_journal
 from autosr.synthetic import write_pairs
 from autosr.train import checkpoint as ckpt
 from autosr.train import data as data_module
-from autosr.train import loop as trainer_module
+from autosr.train import inputs as inputs_module
 from autosr.train.data import build_crop_source
 from autosr.train.loop import Trainer
 from autosr.train_cmd import train_from_file
@@ -114,7 +114,7 @@ def test_loader_stops_when_more_than_the_limit_is_lost(tmp_path):
 
 def _force_loader(monkeypatch: pytest.MonkeyPatch) -> None:
     """No cache budget: the trainer takes the loader path, as it does for a set larger than memory."""
-    monkeypatch.setattr(trainer_module, "cache_budget_bytes", lambda device: (0, None, "test: no cache"))
+    monkeypatch.setattr(inputs_module, "cache_budget_bytes", lambda device: (0, None, "test: no cache"))
 
 
 def _delete_at(monkeypatch: pytest.MonkeyPatch, iteration: int, count: int, lost: list[Path]) -> None:

@@ -8,8 +8,8 @@ import torch
 from autosr.config import validate
 from autosr.journal import Journal
 from autosr.synthetic import write_pairs
-from autosr.train.loop import Trainer
 from autosr.train.setup import DistInfo
+from autosr.train_cmd import build_trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -37,7 +37,7 @@ def data(tmp_path_factory):
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_mixed_precision_training_steps(data, bf16):
-    trainer = Trainer(config(data, bf16=bf16), None, DistInfo(), Journal(None), quiet=True)
+    trainer = build_trainer(config(data, bf16=bf16), None, DistInfo(), Journal(None), quiet=True)
     assert trainer.precision.label == ("bf16" if bf16 else "fp16")
     assert trainer.source.kind == "cache"
     trainer.fit()
@@ -50,7 +50,7 @@ def test_real_oom_backs_off(data):
     per_sample = 900 * 2**20  # xl at lq 64 needs well under this: 3× free memory cannot fit
     batch = int(3 * free / per_sample)
     journal = Journal(None)
-    trainer = Trainer(config(data, arch="paragonsr2_xl", batch=batch, iters=2), None, DistInfo(), journal, quiet=True)
+    trainer = build_trainer(config(data, arch="paragonsr2_xl", batch=batch, iters=2), None, DistInfo(), journal, quiet=True)
     trainer.fit()
     assert trainer.iteration == 2 and trainer.batch_size < batch
     assert any(e["key"] == "batch_size" and "out of memory" in e["reason"] for e in journal.records)
@@ -58,10 +58,10 @@ def test_real_oom_backs_off(data):
 
 
 def test_set_too_big_for_vram_is_cached_in_pinned_host_memory(data, monkeypatch):
-    import autosr.train.loop as trainer_module
+    import autosr.train.inputs as inputs_module
 
-    monkeypatch.setattr(trainer_module, "cache_budget_bytes", lambda device: (0, 2**34, "test: no VRAM budget"))
-    trainer = Trainer(config(data), None, DistInfo(), Journal(None), quiet=True)
+    monkeypatch.setattr(inputs_module, "cache_budget_bytes", lambda device: (0, 2**34, "test: no VRAM budget"))
+    trainer = build_trainer(config(data), None, DistInfo(), Journal(None), quiet=True)
     assert trainer.source.kind == "cache" and "pinned host memory" in trainer.source.reason
     trainer.fit()
     assert trainer.iteration == 4

@@ -11,9 +11,9 @@ from test_train import FakeOOM, make_config
 
 from autosr.config import load_config
 from autosr.journal import Journal
-from autosr.train.loop import Trainer
 from autosr.train.setup import DistInfo
 from autosr.train.validate import ValResult
+from autosr.train_cmd import build_trainer
 
 
 @pytest.mark.slow
@@ -27,13 +27,13 @@ def test_everything_on_with_constructed_situations(tmp_path, pair_set):
         a + "IntelligentEarlyStopping.patience=24",
     ])
     journal = Journal(tmp_path / "events.jsonl")
-    trainer = Trainer(load_config(config), tmp_path / "run", DistInfo(), journal, quiet=True)
+    trainer = build_trainer(load_config(config), tmp_path / "run", DistInfo(), journal, quiet=True)
     assert {x.name for x in trainer.automations} >= {"dynamic_loss_scheduling", "IntelligentLearningRateScheduler",
                                                       "AdaptiveGradientClipping", "IntelligentEarlyStopping",
                                                       "AdaptiveValidationFrequency", "DynamicBatchSizeOptimizer"}
     # 1. the card is too small for batch 8 (out of memory above 6); 2. steps 40–52 diverge
-    nan = NaNAfter(trainer.model, lambda call: 40 <= call <= 52)
-    trainer.step_model = FakeOOM(nan, limit=6)
+    nan = NaNAfter(trainer.objective.model, lambda call: 40 <= call <= 52)
+    trainer.objective.step_model = FakeOOM(nan, limit=6)
     # 3. the validation metric is flat: no improvement after the first validation
     real = trainer.validator.run if trainer.validator else None
     assert real is not None
@@ -63,4 +63,4 @@ def test_everything_on_with_constructed_situations(tmp_path, pair_set):
     assert has("trainer", "stop")  # flat metric → early stop, after 20% of the run
     stop = next(e for e in journal.records if e["key"] == "stop")
     assert stop["new"] >= 0.2 * 160
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.objective.model.parameters())

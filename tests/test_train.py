@@ -23,7 +23,7 @@ from autosr.synthetic import write_pairs
 from autosr.train.hooks import Automation
 from autosr.train.loop import Trainer
 from autosr.train.setup import DistInfo
-from autosr.train_cmd import train_from_file
+from autosr.train_cmd import build_trainer, train_from_file
 
 runner = CliRunner()
 FAST = [
@@ -155,14 +155,14 @@ class FakeOOM:
 
 
 def trainer_for(config: Path, journal: Journal, automations=()) -> Trainer:
-    return Trainer(load_config(config), None, DistInfo(), journal, automations=list(automations), quiet=True)
+    return build_trainer(load_config(config), None, DistInfo(), journal, automations=list(automations), quiet=True)
 
 
 def test_oom_backs_off_the_batch_and_the_run_goes_on(tmp_path, pair_set):
     config = make_config(tmp_path, pair_set, 6, ["val.val_enabled=false"])
     journal = Journal(tmp_path / "events.jsonl")
     trainer = trainer_for(config, journal)
-    trainer.step_model = FakeOOM(trainer.model, limit=6)
+    trainer.objective.step_model = FakeOOM(trainer.objective.model, limit=6)
     assert trainer.fit() == 0 and trainer.iteration == 6
     assert trainer.batch_size == 6 and trainer.source.batch_size == 6
     changes = [(e["old"], e["new"]) for e in journal.records if e["key"] == "batch_size"]
@@ -182,7 +182,7 @@ def test_accumulated_micro_batches_are_one_step_of_the_whole_batch(tmp_path, pai
             "val.val_enabled=false", f"datasets.train.batch_size_per_gpu={batch}", f"datasets.train.accum_iter={accum}",
             "train.ema_decay=0", "train.dynamic_loss_scheduling.enabled=false", "train.training_automations.enabled=false"])
         trainer = trainer_for(config, Journal(None))
-        before = next(trainer.model.parameters()).detach().clone()
+        before = next(trainer.objective.model.parameters()).detach().clone()
         crops = crops or trainer.source.next_batch()  # the 8 crops both trainers see
         parts = iter([crops] if accum == 1 else [Batch(crops.lq[:4], crops.gt[:4]), Batch(crops.lq[4:], crops.gt[4:])])
         trainer.source.next_batch = lambda parts=parts: next(parts)
@@ -195,9 +195,9 @@ def test_accumulated_micro_batches_are_one_step_of_the_whole_batch(tmp_path, pai
     for name in whole.losses:
         assert torch.allclose(whole.losses[name], accumulated.losses[name], rtol=1e-5), name
     assert torch.allclose(whole.total, accumulated.total, rtol=1e-5)
-    for a, b in zip(trainers[0].model.parameters(), trainers[1].model.parameters(), strict=True):
+    for a, b in zip(trainers[0].objective.model.parameters(), trainers[1].objective.model.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert not torch.allclose(before, next(trainers[0].model.parameters()))  # the step did change the weights
+    assert not torch.allclose(before, next(trainers[0].objective.model.parameters()))  # the step did change the weights
 
 
 def _denormals_flushed() -> bool:
@@ -339,9 +339,9 @@ def test_pretrained_weights_saved_images_and_overridden_hints(tmp_path, pair_set
         config = make_config(tmp_path, pair_set, 4, [f"path.pretrain_network_g={source}", "val.save_img=true",
                                                      "val.val_freq=4", "datasets.train.prefetch_mode=cuda"])
         journal = Journal(tmp_path / f"events_{source.suffix}.jsonl")
-        trainer = Trainer(load_config(config), tmp_path / f"run{source.suffix}", DistInfo(), journal, quiet=True)
+        trainer = build_trainer(load_config(config), tmp_path / f"run{source.suffix}", DistInfo(), journal, quiet=True)
         for key, value in load_safetensors(weights).items():
-            torch.testing.assert_close(trainer.model.state_dict()[key], value)
+            torch.testing.assert_close(trainer.objective.model.state_dict()[key], value)
         (tmp_path / f"run{source.suffix}").mkdir()
         trainer.fit()
         keys = {e["key"]: e for e in journal.records}

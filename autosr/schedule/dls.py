@@ -32,7 +32,7 @@ from autosr.schedule.calibration import (
     calibrate_dls,
     fmt,
 )
-from autosr.schedule.phases import DLSPhaseParams, dls_phase_params, phase_spans
+from autosr.schedule.phases import DLSPhaseParams, describe_phases, dls_phase_params, phase_spans
 from autosr.train.hooks import Controls, RunInfo, StepStats, phase_of
 
 if TYPE_CHECKING:
@@ -321,8 +321,6 @@ class DynamicLossScheduling(ScheduledAutomation):
             return [(self.name, "no-op", "a single loss: nothing to balance, the weights stay as configured")]
         rows = super().describe()
         if self.settings is not None and self.run is not None:
-            from autosr.schedule.phases import describe_phases
-
             rows += describe_phases(self.settings, self.run.total_iter, self.run.warmup_iter)
         return rows
 

@@ -34,6 +34,7 @@ class TimeBudget:
         self.clock = clock
         self._start = clock() - spent
         self._marks: deque[tuple[float, int]] = deque()  # (step time so far, iteration)
+        self._note_at = 0.0  # the share of the budget at which the next re-fit is worth a journal line
 
     @property
     def elapsed(self) -> float:
@@ -69,6 +70,14 @@ class TimeBudget:
         if rate is None:
             return max(iteration + 1, fallback)
         return iteration + int(remaining * rate)  # 0 when not even one more step fits
+
+    def note_due(self) -> bool:
+        """True once per tenth of the budget, once a speed is measured: when a re-fit is journaled."""
+        share = self.elapsed / self.seconds
+        if share < self._note_at or self.rate() is None:
+            return False
+        self._note_at = share + 0.1
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "spent": self.elapsed}

@@ -91,6 +91,7 @@ class StepStats:
     lr: float  # the learning rate this step used (first param group)
     lr_scale: float  # the automations' factor inside it
     clip_threshold: float | None  # None when clipping is off
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # objective-specific (a GAN's D loss, logits)
 
 
 @dataclass

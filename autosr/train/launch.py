@@ -35,6 +35,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from autosr.config import load_config
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.train.setup import Note
 
@@ -153,8 +154,6 @@ def maybe_launch(config_path: Path, overrides: list[str], gpus: int | None, *, d
         if not os.environ.get(NOTE_ENV):  # started by torchrun, not by autosr
             os.environ[NOTE_ENV] = json.dumps({"value": int(world), "reason": f"started by torchrun (WORLD_SIZE={world})"})
         return None
-    from autosr.config import load_config
-
     cfg = load_config(config_path, overrides)
     decision = decide(cfg.data.get("num_gpu", "auto"), gpus)
     if dry_run and decision.spawn:

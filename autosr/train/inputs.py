@@ -1,0 +1,67 @@
+"""A run's data from its settings: the training crop source (cache or loader) and the validation images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autosr.errors import AutosrError
+from autosr.images import collect_pairs, load_val_pairs
+from autosr.train.data import CropSource, build_crop_source
+from autosr.train.settings import Settings
+from autosr.train.setup import DistInfo, Note, cache_budget_bytes
+from autosr.train.validate import Validator
+
+
+@dataclass
+class DataParts:
+    source: CropSource
+    validator: Validator | None  # on the main process, when validation is on
+    notes: list[Note]
+
+
+def build_data(s: Settings, device: torch.device, dist: DistInfo, seed: int, autocast: Any,
+               save_dir: Path | None) -> DataParts:
+    """The training crop source (cache or loader) and, on the main process, the validator."""
+    check_dataroots(s)
+    budget, host_budget, budget_reason = cache_budget_bytes(device)
+    d = s.data
+    pairs = collect_pairs(list(d.dataroot_gt), list(d.dataroot_lq), list(d.meta_info) if d.meta_info else None)
+    source = build_crop_source(
+        pairs, scale=s.scale, lq_size=d.lq_size, batch_size=d.batch_size,
+        use_hflip=d.use_hflip, use_rot=d.use_rot, seed=seed, device=device,
+        channels_last=s.runtime.channels_last, cache_budget_bytes=budget, host_cache_budget_bytes=host_budget,
+        num_workers=d.num_workers or 0, rank=dist.rank, world_size=dist.world_size,
+    )
+    notes = [Note("data", source.kind, f"{source.reason} (budget: {budget_reason})")]
+    validator = None
+    if s.val.enabled and dist.is_main:
+        images = []
+        for vset in s.val.sets:
+            images += load_val_pairs(collect_pairs(list(vset.dataroot_gt), list(vset.dataroot_lq),
+                                                   list(vset.meta_info) if vset.meta_info else None), scale=s.scale)
+        validator = Validator(images, s.val.metrics, scale=s.scale, tile=s.val.tile_size, device=device,
+                              autocast=autocast, channels_last=s.runtime.channels_last,
+                              save_dir=save_dir if s.val.save_img else None)
+    elif not s.val.enabled:
+        notes.append(Note("val", "off", s.val.off_reason))
+    return DataParts(source, validator, notes)
+
+
+def check_dataroots(s: Settings) -> None:
+    """A moved or mistyped folder is named as such, before any meta_info line is read."""
+    sets = [("train", s.data.dataroot_gt, s.data.dataroot_lq, s.data.meta_info)]
+    sets += [(v.name, v.dataroot_gt, v.dataroot_lq, v.meta_info) for v in s.val.sets]
+    for set_name, gts, lqs, metas in sets:
+        for key, roots in (("dataroot_gt", gts), ("dataroot_lq", lqs)):
+            for root in roots:
+                if not Path(root).is_dir():
+                    raise AutosrError(f"{s.source}: datasets.{set_name}.{key}: {root} is not a folder",
+                                      "fix the path (moved the data? re-run autosr init)")
+        for meta in metas or ():
+            if not Path(meta).is_file():
+                raise AutosrError(f"{s.source}: datasets.{set_name}.meta_info: {meta} does not exist",
+                                  "re-run autosr init to write the pair lists, or remove the key")
