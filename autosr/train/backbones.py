@@ -144,7 +144,11 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def load_weights(module: nn.Module, path: Path, what: str) -> None:
-    """Fill every tensor of ``module`` from ``path``; keys the module lacks (classifier heads) are skipped."""
+    """Fill every tensor of ``module`` from ``path``; keys the module lacks (classifier heads) are skipped.
+
+    ``module`` may live on the meta device (built without initialising weights that are overwritten
+    here anyway): its tensors are replaced by float32 copies of the file's.
+    """
     state = read_state_dict(path)
     own = module.state_dict()
     for key, tensor in own.items():
@@ -153,7 +157,7 @@ def load_weights(module: nn.Module, path: Path, what: str) -> None:
         if state[key].shape != tensor.shape:
             raise AutosrError(f"{path} is not {what}: '{key}' is {tuple(state[key].shape)}, expected {tuple(tensor.shape)}",
                               "delete it and download the right file")
-    module.load_state_dict({k: state[k].float() for k in own}, strict=True)
+    module.load_state_dict({k: state[k].to(torch.float32, copy=True) for k in own}, strict=True, assign=True)
 
 
 def freeze(module: _M) -> _M:
@@ -197,14 +201,17 @@ class VGGTrunk(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3
+        last = len(vgg_layer_names(depth)) - 1 if upto is None else upto
         for v in VGG_CFG[depth]:
+            if len(layers) > last:
+                break
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
                 mode: PaddingMode = first_padding if not layers else "zeros"
                 layers += [nn.Conv2d(channels, int(v), kernel_size=3, padding=1, padding_mode=mode), nn.ReLU()]
                 channels = int(v)
-        self.features = nn.Sequential(*layers[: (upto + 1) if upto is not None else None])
+        self.features = nn.Sequential(*layers[: last + 1])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
@@ -346,14 +353,16 @@ def load_vgg(depth: int, *, upto: int | None = None, first_padding: PaddingMode 
     """torchvision's VGG16/VGG19 trunk with its ImageNet weights, frozen; ``upto`` = last features index."""
     file = VGG19 if depth == 19 else VGG16
     path = file.require()
-    net = VGGTrunk(depth, upto=upto, first_padding=first_padding)
+    with torch.device("meta"):  # no weight init: the file's weights replace it
+        net = VGGTrunk(depth, upto=upto, first_padding=first_padding)
     load_weights(net, path, file.what)
     return freeze(net)
 
 
 def load_alexnet() -> AlexNetTrunk:
     path = ALEXNET.require()
-    net = AlexNetTrunk()
+    with torch.device("meta"):
+        net = AlexNetTrunk()
     load_weights(net, path, ALEXNET.what)
     return freeze(net)
 
@@ -364,7 +373,8 @@ def load_convnext_tiny(stages: int = 4) -> ConvNeXtTinyTrunk:
     if found is None:
         raise AutosrError(*CONVNEXT_TINY[0].missing())
     file, path = found
-    net = ConvNeXtTinyTrunk(stages)
+    with torch.device("meta"):
+        net = ConvNeXtTinyTrunk(stages)
     load_weights(net, path, file.what)
     return freeze(net)
 
