@@ -40,7 +40,6 @@ class FrozenNetLoss(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self._device = torch.device("cpu")
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -52,11 +51,13 @@ class FrozenNetLoss(nn.Module):
         return self.compute(sr, gt)
 
     def _follow(self, device: torch.device) -> None:
-        # (no torch.compiler.disable here: it imports dynamo, 6 s, at import time; under torch.compile
-        # the branch is guarded on the device and taken at most once)
-        if device != self._device:
+        """Move to ``device`` when the images are elsewhere (once; an explicit ``.to()`` is respected).
+
+        No ``torch.compiler.disable`` here: it imports dynamo (6 s) at import time. Under torch.compile
+        the move is a graph break taken at most once.
+        """
+        if self.mean.device != device:
             self.to(device)
-            self._device = device
 
     def compute(self, sr: Tensor, gt: Tensor) -> Tensor:
         raise NotImplementedError
