@@ -12,6 +12,9 @@ Parity notes (what "as traiNNer computes them" means here):
   returns the mean over its images, so one inf makes the mean inf.
 - SSIM: 11×11 gaussian window (σ 1.5), C1 = (0.01·255)², C2 = (0.03·255)², 'valid' filtering (no
   padding), mean over the map and over channels.
+- LPIPS and DISTS: the uint8-quantised images ÷255 through the networks of ``perceptual.py``, as
+  traiNNer's ``calculate_lpips``/``calculate_dists``; they need weight files (``metric_available``).
+- ``calculate_hf_ratio`` and ``calculate_gmsd`` are autosr's own realism measures, needing no weights.
 """
 
 from __future__ import annotations
