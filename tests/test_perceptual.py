@@ -250,6 +250,16 @@ def test_convnext_loads_from_the_hugging_face_cache_or_the_checkpoints_folder(hu
         mp.setenv("TORCH_HOME", str(flat / "torch"))
         mp.setenv("HF_HOME", str(flat / "no-hf"))
         assert torch.equal(bb.load_convnext_tiny(stages=1).state_dict()["stem.0.weight"], convnext["stem.0.weight"])
+    # several revisions in the Hugging Face cache: the one refs/main names is taken
+    repo = home / "revs" / "hub" / "models--timm--convnext_tiny.fb_in22k_ft_in1k"
+    save(convnext, repo / "snapshots" / "ffff" / "model.safetensors")
+    (repo / "snapshots" / "0000").mkdir(parents=True)
+    (repo / "snapshots" / "0000" / "model.safetensors").write_bytes(b"an older, broken download")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("ffff")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_CACHE", str(home / "revs" / "hub"))
+        assert torch.equal(bb.load_convnext_tiny(stages=1).state_dict()["stem.0.weight"], convnext["stem.0.weight"])
 
 
 @pytest.mark.parametrize(("load", "file"), [

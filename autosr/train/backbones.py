@@ -70,10 +70,14 @@ class WeightFile:
         """Every place the file is looked for, in order."""
         paths = [checkpoints_dir() / self.name]
         if self.hf_repo:
-            snapshots = hf_hub_dir() / f"models--{self.hf_repo.replace('/', '--')}" / "snapshots"
-            if snapshots.is_dir():
-                for snap in sorted(snapshots.iterdir()):
-                    paths += [snap / "model.safetensors", snap / "pytorch_model.bin"]
+            repo = hf_hub_dir() / f"models--{self.hf_repo.replace('/', '--')}"
+            snapshots = sorted((repo / "snapshots").iterdir()) if (repo / "snapshots").is_dir() else []
+            main = repo / "refs" / "main"  # the revision the hub client resolved last: tried first
+            if main.is_file():
+                current = repo / "snapshots" / main.read_text().strip()
+                snapshots = [current, *(p for p in snapshots if p != current)]
+            for snap in snapshots:
+                paths += [snap / "model.safetensors", snap / "pytorch_model.bin"]
         return paths
 
     def find(self) -> Path | None:
