@@ -437,6 +437,32 @@ def test_validator_drops_unavailable_metrics_with_a_reason(empty_hub: Path) -> N
 
 
 # ----------------------------------------------------------------------------- pixel losses
+def test_the_new_types_take_traiNNers_options_with_its_defaults() -> None:
+    """The constructor signatures of upstream's / the fork's classes, loss_weight aside."""
+    from autosr.train.losses import OPTIONS
+
+    assert OPTIONS["perceptualloss"] == {
+        "layer_weights": None, "w_lambda": 0.01, "alpha": None, "criterion": "charbonnier", "num_proj_fd": 256,
+        "phase_weight_fd": 1.0, "stride_fd": 1, "clip_min": 0.0, "antialiased": False, "verbose_logging": False}
+    assert OPTIONS["convnextperceptualloss"] == {"layers": (1, 2), "layer_weights": None, "eps": 1e-6}
+    assert OPTIONS["distsloss"] == {"as_loss": True, "load_weights": True, "use_input_norm": True, "clip_min": 0.0}
+    assert OPTIONS["hsluvloss"] == {"hue_weight": 1 / 3, "saturation_weight": 1 / 3, "lightness_weight": 1 / 3,
+                                    "criterion": "l1", "downscale_factor": 1, "blur_strength": 0}
+    assert OPTIONS["consistencyloss"] == {
+        "criterion": "chc", "blur": True, "blur_kernel_size": 21, "blur_sigma": 3.0, "saturation": 1.0,
+        "brightness": 0.9, "cosim": True, "cosim_weight": 0.5, "chc_lambda": 0.012}
+    assert OPTIONS["ffloss"] == {"alpha": 1.0, "patch_factor": 1, "ave_spectrum": True, "log_matrix": False,
+                                 "batch_matrix": False}
+    assert OPTIONS["hfenloss"] == {"kernel_size": 7, "sigma": 1.0, "reduction": "mean", "eps": 1e-6,
+                                   "criterion": "charbonnier"}
+    assert OPTIONS["laplacianpyramidloss"] == {"levels": 4, "criterion": "charbonnier"}
+    assert OPTIONS["adaptiveblocktvloss"] == {"block_size": 2, "sharpness": 4.0, "reduction": "mean", "eps": 1e-6}
+    with pytest.raises(AutosrError, match=r"train\.losses\[0\]\.start_iter: unknown key for ffloss"):
+        one("ffloss", start_iter=1000)  # the fork's schedule keys are not options of the loss
+    with pytest.raises(AutosrError, match=r"block_size: must be ≥ 2"):
+        one("AdaptiveBlockTVLoss", block_size=1)  # types are matched case-insensitively
+
+
 def np_linear(v: np.ndarray) -> np.ndarray:
     """The sRGB curve undone."""
     return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
