@@ -331,9 +331,15 @@ def test_network_losses_are_built_once_frozen_in_eval_and_pass_gradients(hub: Pa
     assert value.dtype == torch.float32
     value.backward()
     assert sr.grad is not None and sr.grad.abs().sum() > 0
-    # it follows the images' device (the meta device stands in for a GPU here)
-    out = net(sr.detach().to("meta"), gt.to("meta"))
-    assert out.device.type == "meta" and all(t.device.type == "meta" for t in [*net.parameters(), *net.buffers()])
+    # it follows the images' device: each call checks it, and a new one moves the network (the meta
+    # device stands in for a GPU here)
+    seen: list[torch.device] = []
+    follow = net._follow
+    monkeypatch.setattr(net, "_follow", lambda device: (seen.append(device), follow(device)))
+    net(sr.detach(), gt)
+    assert seen == [torch.device("cpu")]
+    follow(torch.device("meta"))
+    assert all(t.device.type == "meta" for t in [*net.parameters(), *net.buffers()])
 
 
 @pytest.mark.parametrize(("opts", "words"), [
