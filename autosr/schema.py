@@ -232,9 +232,12 @@ TRAIN = Struct(
 
 METRIC = Struct(
     {
-        "type": Scalar(str, choices=("calculate_psnr", "calculate_ssim")),
+        # which keys each type takes is checked by autosr.train.metrics.check_metric
+        "type": Scalar(str, choices=("calculate_psnr", "calculate_ssim", "calculate_lpips", "calculate_dists",
+                                     "calculate_topiq", "calculate_hf_ratio", "calculate_gmsd")),
         "crop_border": COUNT0,
         "test_y_channel": BOOL,
+        "net": Scalar(str, choices=("alex", "vgg")),
         "better": Scalar(str, choices=("higher", "lower")),
     },
     required=("type",),

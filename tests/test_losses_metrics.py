@@ -387,7 +387,8 @@ def test_names_are_traiNNer_labels_made_unique() -> None:
         (["l1loss"], ["must be a mapping"]),
     ],
 )
-def test_bad_loss_configs_raise_autosr_error(entries: list, words: list[str]) -> None:
+def test_bad_loss_configs_raise_autosr_error(entries: list, words: list[str], tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no pretrained weights, whatever this machine has cached
     with pytest.raises(AutosrError) as info:
         build_losses(entries)
     text = str(info.value)

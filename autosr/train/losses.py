@@ -27,7 +27,12 @@ Types and their options (defaults in brackets):
 - ``cosimloss``: ``cosim_lambda`` [5.0] · (1 − mean cosine similarity of the RGB vectors).
 - ``fftmagloss`` (autosr only, traiNNer has no such type): L1 between the magnitudes of
   ``rfft2(·, norm="ortho")`` — the old autosr ``fftloss``; phase-blind, patch-size independent.
-- ``perceptualloss``, ``ganloss``: known but not trainable by autosr (see the error messages).
+- ``perceptualloss`` (VGG19), ``convnextperceptualloss``, ``distsloss``: pretrained networks,
+  in ``autosr/train/perceptual.py`` (weights from the torch hub cache, never downloaded);
+  ``hsluvloss``, ``consistencyloss``, ``ffloss``, ``hfenloss``, ``laplacianpyramidloss``,
+  ``adaptiveblocktvloss``: in ``autosr/train/pixel_losses.py``. Their options are declared there
+  (``SPECS``) and checked by ``autosr/train/loss_specs.py``.
+- ``ganloss``: known but not trainable by autosr (see the error message).
 
 Entries with ``loss_weight: 0`` are validated but not built (as traiNNer skips them).
 """
@@ -43,6 +48,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from autosr.errors import AutosrError, AutosrRuntimeError, did_you_mean
+from autosr.train import perceptual, pixel_losses
+from autosr.train.loss_specs import check_option as _check_declared
 from autosr.train.metrics import filter_valid, gaussian_window_1d
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -71,12 +78,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "cosimloss": {"cosim_lambda": 5.0},
     "fftmagloss": {},
 }
+# Types whose options are declared beside their code (pixel_losses.py, perceptual.py).
+_DECLARED = {**pixel_losses.SPECS, **perceptual.SPECS}
+OPTIONS.update({kind: {k: opt.default for k, opt in spec.items()} for kind, spec in _DECLARED.items()})
 UNAVAILABLE: dict[str, tuple[str, str]] = {
-    "perceptualloss": (
-        "perceptualloss needs pretrained VGG19 weights, which autosr cannot download here and its "
-        "trainer does not load",
-        "remove the entry or set its loss_weight to 0 (traiNNer-redux itself fetches VGG19 on first use)",
-    ),
     "ganloss": (
         "ganloss needs a discriminator (network_d) and its optimizer (optim_d), which autosr's "
         "trainer does not train yet",
@@ -258,6 +263,10 @@ def _make_fn(kind: str, opts: dict[str, Any]) -> LossFn:
         return lambda sr, gt: cosim_loss(sr, gt, opts["cosim_lambda"])
     if kind == "fftmagloss":
         return fft_magnitude_loss
+    if kind in pixel_losses.SPECS:
+        return pixel_losses.make(kind, opts)
+    if kind in perceptual.SPECS:
+        return perceptual.make(kind, opts)
     raise AssertionError(kind)  # OPTIONS and this function list the same types
 
 
@@ -335,7 +344,7 @@ def _entry_options(i: int, kind: str, entry: Mapping[str, Any]) -> dict[str, Any
             hint = _MOVED.get(str(key), "") if kind in ("ssimloss", "mssimloss") else ""
             raise AutosrError(f"{where}: unknown key for {kind}{did_you_mean(str(key), choices)}",
                               hint or f"{kind} takes: {', '.join(choices)}")
-        opts[key] = _check_option(where, key, value)
+        opts[key] = _check_declared(where, _DECLARED[kind][key], value) if kind in _DECLARED else _check_option(where, key, value)
     return opts
 
 
@@ -365,7 +374,12 @@ def build_losses(entries: Sequence[Mapping[str, Any]]) -> list[LossTerm]:
             raise AutosrError(f"train.losses[{i}]: {message}", hint)
         name = _unique_name(kind, taken)
         taken.add(name)
-        terms.append(LossTerm(name=name, weight=weight, type=kind, fn=_make_fn(kind, opts)))
+        try:  # the network losses load their weights here: a missing file names the entry
+            fn = _make_fn(kind, opts)
+        except AutosrError as exc:
+            hint = f"{exc.hint}; or set its loss_weight to 0" if kind in perceptual.SPECS else exc.hint
+            raise type(exc)(f"train.losses[{i}] ({kind}): {exc.message}", hint) from None
+        terms.append(LossTerm(name=name, weight=weight, type=kind, fn=fn))
     if not terms:
         raise AutosrError("train.losses: every loss_weight is 0", "give at least one loss a weight > 0")
     return terms

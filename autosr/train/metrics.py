@@ -12,6 +12,9 @@ Parity notes (what "as traiNNer computes them" means here):
   returns the mean over its images, so one inf makes the mean inf.
 - SSIM: 11×11 gaussian window (σ 1.5), C1 = (0.01·255)², C2 = (0.03·255)², 'valid' filtering (no
   padding), mean over the map and over channels.
+- LPIPS and DISTS: the uint8-quantised images ÷255 through the networks of ``perceptual.py``, as
+  traiNNer's ``calculate_lpips``/``calculate_dists``; they need weight files (``metric_available``).
+- ``calculate_hf_ratio`` and ``calculate_gmsd`` are autosr's own realism measures, needing no weights.
 """
 
 from __future__ import annotations
@@ -159,37 +162,208 @@ def calculate_ssim(img: Tensor, img2: Tensor, crop_border: int = 0, test_y_chann
     return float(ssim.mean(dim=(1, 2, 3)).mean())
 
 
+# ----------------------------------------------------------------------------- perceptual and realism metrics
+def _unit_rgb(img: Tensor, img2: Tensor) -> tuple[Tensor, Tensor]:
+    """Both images as traiNNer hands them to LPIPS/DISTS: quantised to uint8 (tensor2img), ÷255, float32,
+    grey made RGB (img2tensor)."""
+    a, b = _prepare(img, img2, 0, False)
+    a, b = a.float() / 255.0, b.float() / 255.0
+    if a.shape[1] == 1:
+        a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
+    return a, b
+
+
+def calculate_lpips(img: Tensor, img2: Tensor, net: str = "alex") -> float:
+    """LPIPS v0.1 (lower is better; 0 for identical images) as traiNNer's ``calculate_lpips``; batch mean.
+
+    Needs torchvision's AlexNet (or VGG16 for ``net: vgg``) and LPIPS's heads: see ``metric_available``.
+    """
+    from autosr.train.perceptual import lpips_distance
+
+    a, b = _unit_rgb(img, img2)
+    return float(lpips_distance(a, b, net).mean())
+
+
+def calculate_dists(img: Tensor, img2: Tensor) -> float:
+    """DISTS (1 − similarity, lower is better) as traiNNer's ``calculate_dists``; batch mean.
+
+    Needs torchvision's VGG16 and DISTS's alpha/beta: see ``metric_available``.
+    """
+    from autosr.train.perceptual import dists_distance
+
+    a, b = _unit_rgb(img, img2)
+    return float(dists_distance(a, b).mean())
+
+
+def _luma(img: Tensor) -> Tensor:
+    """BT.601 luma without offset, 0.299 R + 0.587 G + 0.114 B, of (N, 3, H, W); 1 channel passes."""
+    if img.shape[1] != 3:
+        return img
+    return 0.299 * img[:, 0:1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:3]
+
+
+HF_SIGMA = 1.0  # the high-pass of calculate_hf_ratio: Y − gaussian(σ 1 px, 7 taps) of Y
+HF_TAPS = 7
+
+
+def calculate_hf_ratio(img: Tensor, img2: Tensor, crop_border: int = 0) -> float:
+    """High-frequency energy of ``img`` (the SR) over that of ``img2`` (the HR); 1 = as much detail as the truth.
+
+    On the uint8-scale luma Y (0.299 R + 0.587 G + 0.114 B): the detail layer D = Y − G∗Y, G a 7-tap
+    gaussian with σ = 1 px, 'valid' borders (so the energy of D is mostly above ~0.15 cycles/px: the
+    band a 2×–4× upscale has to invent); ratio = ΣD_sr² / ΣD_hr² per image (1 when both are 0), mean
+    over a batch. Blurrier than the truth < 1 (fidelity models sit well below 1), noisier or
+    over-sharpened > 1. Needs no weights.
+    """
+    a, b = _prepare(img, img2, crop_border, False)
+    ya, yb = _luma(a), _luma(b)
+    if min(ya.shape[-2:]) < HF_TAPS:
+        raise AutosrRuntimeError(f"hf_ratio needs images of at least {HF_TAPS}×{HF_TAPS}, got {tuple(ya.shape[-2:])}")
+    window = gaussian_window_1d(HF_TAPS, HF_SIGMA, torch.float64, ya.device)
+    r = HF_TAPS // 2
+    ea = ((ya[..., r:-r, r:-r] - filter_valid(ya, window)) ** 2).sum(dim=(1, 2, 3))
+    eb = ((yb[..., r:-r, r:-r] - filter_valid(yb, window)) ** 2).sum(dim=(1, 2, 3))
+    ratio = torch.where(eb > 0, ea / eb.clamp(min=1e-300), torch.where(ea > 0, torch.inf, 1.0))
+    return float(ratio.mean())
+
+
+GMSD_T = 170.0  # Xue et al.'s stability constant for [0, 255] images
+
+
+def _prewitt_magnitude(y: Tensor) -> Tensor:
+    """Gradient magnitude with the 3×3 Prewitt filters (÷3), 'valid' borders, as shifted differences."""
+    dx = y[..., :, :-2] - y[..., :, 2:]
+    dy = y[..., :-2, :] - y[..., 2:, :]
+    gx = (dx[..., :-2, :] + dx[..., 1:-1, :] + dx[..., 2:, :]) / 3
+    gy = (dy[..., :, :-2] + dy[..., :, 1:-1] + dy[..., :, 2:]) / 3
+    return torch.sqrt(gx * gx + gy * gy)
+
+
+def calculate_gmsd(img: Tensor, img2: Tensor, crop_border: int = 0) -> float:
+    """GMSD (Xue et al. 2014): the standard deviation of the gradient-magnitude similarity map; 0 for
+    identical images, lower is better. Needs no weights.
+
+    Luma Y (0.299 R + 0.587 G + 0.114 B, uint8 scale) average-pooled 2×2; Prewitt gradient magnitudes
+    m (valid borders); GMS = (2·m_sr·m_hr + 170) / (m_sr² + m_hr² + 170); GMSD = population std of
+    the GMS map per image, mean over a batch.
+    """
+    a, b = _prepare(img, img2, crop_border, False)
+    ya, yb = F.avg_pool2d(_luma(a), 2), F.avg_pool2d(_luma(b), 2)
+    if min(ya.shape[-2:]) < 3:
+        raise AutosrRuntimeError(f"GMSD needs images of at least 6×6, got {tuple(a.shape[-2:])}")
+    ma, mb = _prewitt_magnitude(ya), _prewitt_magnitude(yb)
+    gms = (2 * ma * mb + GMSD_T) / (ma * ma + mb * mb + GMSD_T)
+    return float(gms.flatten(1).std(dim=1, correction=0).mean())
+
+
+# ----------------------------------------------------------------------------- the metric table
 METRICS: dict[str, Callable[..., float]] = {
     "calculate_psnr": calculate_psnr,
     "calculate_ssim": calculate_ssim,
+    "calculate_lpips": calculate_lpips,
+    "calculate_dists": calculate_dists,
+    "calculate_hf_ratio": calculate_hf_ratio,  # autosr only (traiNNer-redux has no such type)
+    "calculate_gmsd": calculate_gmsd,  # autosr only
 }
-_METRIC_KEYS = ("type", "crop_border", "test_y_channel", "better")
+# Each type's options and their defaults, besides ``type`` and ``better``. traiNNer's LPIPS/DISTS take
+# (and silently ignore) crop_border and test_y_channel; here they are refused, not ignored.
+METRIC_OPTIONS: dict[str, dict[str, object]] = {
+    "calculate_psnr": {"crop_border": 0, "test_y_channel": False},
+    "calculate_ssim": {"crop_border": 0, "test_y_channel": False},
+    "calculate_lpips": {"net": "alex"},
+    "calculate_dists": {},
+    "calculate_topiq": {},
+    "calculate_hf_ratio": {"crop_border": 0},
+    "calculate_gmsd": {"crop_border": 0},
+}
+# Which way is better, when the spec has no ``better``. hf_ratio's target is 1 (see the Validator);
+# "higher" holds below 1, where fidelity and most realistic models sit.
+METRIC_BETTER = {"calculate_psnr": "higher", "calculate_ssim": "higher", "calculate_lpips": "lower",
+                 "calculate_dists": "lower", "calculate_topiq": "higher", "calculate_hf_ratio": "higher",
+                 "calculate_gmsd": "lower"}
+# The offline realism measures a realistic run always shows (autosr-only types: traiNNer cannot load them).
+REALISM_METRICS: dict[str, dict[str, object]] = {"hf_ratio": {"type": "calculate_hf_ratio"},
+                                                  "gmsd": {"type": "calculate_gmsd"}}
+TOPIQ_REASON = ("autosr does not compute TOPIQ: it needs pyiqa's CFANet (a ResNet-50 with attention heads) and its "
+                "weights cfanet_fr_kadid_res50-2c4cc61d.pth (huggingface.co/chaofengc/IQA-PyTorch-Weights, "
+                "traiNNer keeps it in <torch hub>/pyiqa/), which autosr does not implement")
+
+
+def check_metric(spec: Mapping[str, object], where: str = "val.metrics") -> tuple[str, dict[str, object]]:
+    """The lower-case type and its options (defaults filled in) of one ``val.metrics`` mapping.
+
+    Unknown types and keys, and values of the wrong kind, are AutosrErrors with a did-you-mean.
+    """
+    kind = spec.get("type")
+    if not isinstance(kind, str) or kind.lower() not in METRIC_OPTIONS:
+        raise AutosrError(f"{where}.type: unknown metric {kind!r}{did_you_mean(str(kind), METRIC_OPTIONS)}",
+                          f"autosr knows: {', '.join(METRIC_OPTIONS)}")
+    kind = kind.lower()
+    opts = dict(METRIC_OPTIONS[kind])
+    for key, value in spec.items():
+        if key in ("type", "better"):
+            continue
+        if key not in opts:
+            choices = ["type", "better", *opts]
+            ignored = key in ("crop_border", "test_y_channel") and kind in ("calculate_lpips", "calculate_dists")
+            hint = (f"traiNNer ignores {key} for {kind} and scores the whole image: remove the key" if ignored
+                    else f"{kind} takes: {', '.join(choices)}")
+            raise AutosrError(f"{where}.{key}: unknown key for {kind}{did_you_mean(str(key), choices)}", hint)
+        opts[key] = value
+    crop = opts.get("crop_border", 0)
+    if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
+        raise AutosrError(f"{where}.crop_border must be an integer ≥ 0, got {crop!r}")
+    if not isinstance(opts.get("test_y_channel", False), bool):
+        raise AutosrError(f"{where}.test_y_channel must be true or false, got {opts['test_y_channel']!r}")
+    if opts.get("net", "alex") not in ("alex", "vgg"):
+        raise AutosrError(f"{where}.net must be alex or vgg, got {opts['net']!r}", "traiNNer's squeeze is not available")
+    if spec.get("better", "higher") not in ("higher", "lower"):
+        raise AutosrError(f"{where}.better must be 'higher' or 'lower', got {spec['better']!r}")
+    return kind, opts
+
+
+def metric_available(spec: Mapping[str, object], where: str = "val.metrics") -> tuple[bool, str]:
+    """Whether a (valid) metric can be computed here, and if not, why, in one line.
+
+    LPIPS and DISTS need weight files (never downloaded): without them the reason names the file, the
+    folder it was looked for in and where to get it. TOPIQ is never available. The validator drops
+    an unavailable metric and reports the reason. A malformed spec raises AutosrError instead.
+    """
+    kind, opts = check_metric(spec, where)
+    if kind == "calculate_topiq":
+        return False, f"{where} ({kind}) skipped: {TOPIQ_REASON}"
+    if kind in ("calculate_lpips", "calculate_dists"):
+        from autosr.train.perceptual import metric_files, missing_weights
+
+        files = metric_files("lpips" if kind == "calculate_lpips" else "dists", str(opts.get("net", "alex")))
+        reason = missing_weights(files)
+        if reason:
+            return False, f"{where} ({kind}) skipped: {reason}"
+    return True, ""
+
+
+def metric_better(spec: Mapping[str, object]) -> str:
+    """'higher' or 'lower': the spec's ``better``, else the type's own direction."""
+    better = spec.get("better")
+    if isinstance(better, str):
+        return better
+    kind = spec.get("type")
+    return METRIC_BETTER.get(kind.lower(), "higher") if isinstance(kind, str) else "higher"
 
 
 def calculate_metric(spec: Mapping[str, object], img: Tensor, img2: Tensor, *, where: str = "val.metrics") -> float:
-    """Score one pair with a traiNNer metric mapping: ``{type, crop_border, test_y_channel, better}``.
+    """Score one pair (``img`` the SR, ``img2`` the HR) with a traiNNer metric mapping such as
+    ``{type: calculate_psnr, crop_border: 4, test_y_channel: true, better: higher}``.
 
-    ``better`` ("higher", the default, or "lower") is traiNNer's hint for best-model tracking: it is
-    checked here but is the caller's to use. ``where`` names the mapping in errors (e.g.
-    ``val.metrics.psnr``). Unknown keys and types are errors with a did-you-mean, never ignored.
+    ``better`` ("higher" or "lower") is traiNNer's hint for best-model tracking: it is checked here but
+    is the caller's to use. ``where`` names the mapping in errors (e.g. ``val.metrics.psnr``). Unknown
+    keys and types are errors with a did-you-mean, never ignored; an unavailable metric (see
+    ``metric_available``) raises its reason.
     """
-    for key in spec:
-        if key not in _METRIC_KEYS:
-            raise AutosrError(f"{where}.{key}: unknown key{did_you_mean(str(key), _METRIC_KEYS)}",
-                              f"known keys: {', '.join(_METRIC_KEYS)}")
-    kind = spec.get("type")
-    if not isinstance(kind, str) or kind.lower() not in METRICS:
-        raise AutosrError(f"{where}.type: unknown metric {kind!r}{did_you_mean(str(kind), METRICS)}",
-                          f"autosr computes: {', '.join(METRICS)}")
-    crop = spec.get("crop_border", 0)
-    y_only = spec.get("test_y_channel", False)
-    if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
-        raise AutosrError(f"{where}.crop_border must be an integer ≥ 0, got {crop!r}")
-    if not isinstance(y_only, bool):
-        raise AutosrError(f"{where}.test_y_channel must be true or false, got {y_only!r}")
-    if spec.get("better", "higher") not in ("higher", "lower"):
-        raise AutosrError(f"{where}.better must be 'higher' or 'lower', got {spec['better']!r}")
-    return METRICS[kind.lower()](img, img2, crop_border=crop, test_y_channel=y_only)
+    kind, opts = check_metric(spec, where)
+    if kind == "calculate_topiq":
+        raise AutosrError(f"{where} ({kind}): {TOPIQ_REASON}", "remove it from val.metrics")
+    return METRICS[kind](img, img2, **opts)
 
 
 # ----------------------------------------------------------------------------- tiled inference

@@ -1,4 +1,4 @@
-"""Validation: the EMA model on whole validation images, PSNR/SSIM as traiNNer defines them."""
+"""Validation: the EMA model on whole validation images, metrics as traiNNer defines them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from autosr.train.metrics import calculate_metric, tiled_forward
+from autosr.train.metrics import calculate_metric, check_metric, metric_available, metric_better, tiled_forward
 
 ValImage = tuple[str, torch.Tensor, torch.Tensor]  # (name, lq uint8 CHW, gt uint8 CHW)
 
@@ -106,7 +106,12 @@ class ValResult:
 
 
 class Validator:
-    """Validation in one place: evaluate the model, decide better/worse per metric, track the best."""
+    """Validation in one place: evaluate the model, decide better/worse per metric, track the best.
+
+    A metric that cannot be computed here (LPIPS/DISTS without their weight files, TOPIQ) is left out
+    at construction: ``dropped`` maps its name to a one-line reason for the caller to print and journal.
+    ``calculate_hf_ratio`` (without an explicit ``better``) improves by coming closer to 1.
+    """
 
     def __init__(self, images: Sequence[ValImage], metrics: Mapping[str, Mapping[str, Any]], *, scale: int,
                  tile: int, device: torch.device, autocast: Callable[[], Any], channels_last: bool,
@@ -115,8 +120,15 @@ class Validator:
         self.device, self.autocast, self.channels_last, self.save_dir = device, autocast, channels_last, save_dir
         self.best: dict[str, tuple[float, int]] = {}
         self.tile_note = ""  # set when an out-of-memory switched to tiles (journaled by the trainer)
-        self.higher = {name: spec.get("better", "lower" if name.lower() in _LOWER_IS_BETTER else "higher") == "higher"
-                       for name, spec in self.metrics.items()}
+        self.dropped: dict[str, str] = {}
+        for name, spec in list(self.metrics.items()):
+            ok, reason = metric_available(spec, where=f"val.metrics.{name}")
+            if not ok:
+                self.dropped[name] = reason
+                del self.metrics[name]
+        self.higher = {name: metric_better(spec) == "higher" for name, spec in self.metrics.items()}
+        self.target = {name: 1.0 for name, spec in self.metrics.items()
+                       if check_metric(spec)[0] == "calculate_hf_ratio" and "better" not in spec}
 
     @property
     def primary(self) -> str:
@@ -136,10 +148,15 @@ class Validator:
         improved = []
         for name, value in values.items():
             old = self.best.get(name)
-            if old is None or (value > old[0] if self.higher[name] else value < old[0]):
+            if old is None or self._improves(name, value, old[0]):
                 self.best[name] = (value, iteration)
                 improved.append(name)
         return ValResult(iteration, values, tuple(improved), dict(self.best), dict(self.higher))
+
+    def _improves(self, name: str, value: float, old: float) -> bool:
+        if name in self.target:
+            return abs(value - self.target[name]) < abs(old - self.target[name])
+        return value > old if self.higher[name] else value < old
 
     def _evaluate(self, model: Callable[[torch.Tensor], torch.Tensor], iteration: int) -> dict[str, float]:
         return evaluate(model, self.images, self.metrics, scale=self.scale, device=self.device,
@@ -157,4 +174,3 @@ class Validator:
 
 
 OOM_TILE = 256
-_LOWER_IS_BETTER = frozenset({"niqe", "lpips", "dists"})
