@@ -27,7 +27,13 @@ Types and their options (defaults in brackets):
 - ``cosimloss``: ``cosim_lambda`` [5.0] · (1 − mean cosine similarity of the RGB vectors).
 - ``fftmagloss`` (autosr only, traiNNer has no such type): L1 between the magnitudes of
   ``rfft2(·, norm="ortho")`` — the old autosr ``fftloss``; phase-blind, patch-size independent.
-- ``perceptualloss``, ``ganloss``: known but not trainable by autosr (see the error messages).
+- ``ganloss``, ``featurematchingloss``, ``ldlloss``: GAN terms (autosr/train/gan_losses.py). They need
+  more than (sr, gt) — D's logits, D's features, the EMA generator's output — so their terms have
+  ``kind`` "adversarial", "feature_matching", "ema" and are computed by the GAN objective through
+  ``term.loss``; ``total_loss`` refuses them.
+- ``perceptualloss``: known but not trainable by autosr (see the error message).
+- On every type, the ParagonSR2 fork's schedule keys ``start_iter``, ``target_iter``, ``target_weight``,
+  ``disable_after``, ``schedule_type`` (``term.schedule``: the weight at an iteration, applied once).
 
 Entries with ``loss_weight: 0`` are validated but not built (as traiNNer skips them).
 """
@@ -36,13 +42,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from autosr.errors import AutosrError, AutosrRuntimeError, did_you_mean
+from autosr.train import gan_losses
+from autosr.train.gan_losses import FeatureMatchingLoss, GANLoss, LDLLoss, LossSchedule
 from autosr.train.metrics import filter_valid, gaussian_window_1d
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -70,17 +78,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "mssimloss": {**_SSIM_COMMON, "is_prod": True, "include_luminance": False},
     "cosimloss": {"cosim_lambda": 5.0},
     "fftmagloss": {},
+    **gan_losses.OPTIONS,  # ganloss, featurematchingloss, ldlloss
 }
 UNAVAILABLE: dict[str, tuple[str, str]] = {
     "perceptualloss": (
         "perceptualloss needs pretrained VGG19 weights, which autosr cannot download here and its "
         "trainer does not load",
         "remove the entry or set its loss_weight to 0 (traiNNer-redux itself fetches VGG19 on first use)",
-    ),
-    "ganloss": (
-        "ganloss needs a discriminator (network_d) and its optimizer (optim_d), which autosr's "
-        "trainer does not train yet",
-        "remove the entry or set its loss_weight to 0, or run the GAN stage with traiNNer-redux",
     ),
 }
 # Keys that older autosr or older traiNNer versions took, and where they went.
@@ -95,6 +99,12 @@ _MOVED: dict[str, str] = {
 }
 
 
+# What a term is computed from: "pixel" (sr, gt) by calling the term; the others through ``term.loss``:
+# "adversarial" (GANLoss: D's logits on sr, and on gt for r3gan; it also owns D's loss), "feature_matching"
+# (FeatureMatchingLoss: D's features of gt and sr), "ema" (LDLLoss: sr, the EMA generator's sr, gt).
+TermKind = Literal["pixel", "adversarial", "feature_matching", "ema"]
+
+
 @dataclass
 class LossTerm:
     """One weighted loss. ``weight`` is mutable: the runtime scheduler changes it between steps."""
@@ -103,27 +113,46 @@ class LossTerm:
     weight: float
     type: str  # the traiNNer type name, lower case, e.g. "l1loss"
     fn: LossFn = field(repr=False)
+    kind: TermKind = "pixel"
+    loss: GANLoss | FeatureMatchingLoss | LDLLoss | None = field(default=None, repr=False)  # non-pixel kinds
+    schedule: LossSchedule | None = None  # the fork's start_iter … keys; None: the weight is constant
 
     def __call__(self, sr: Tensor, gt: Tensor) -> Tensor:
         """The unweighted loss, a float32 scalar tensor."""
+        if self.kind != "pixel":
+            raise AutosrRuntimeError(f"the {self.type} term is not a function of (sr, gt)",
+                                     f"compute it through term.loss (kind {self.kind})")
         with torch.autocast(device_type=sr.device.type, enabled=False):
             return self.fn(sr.float(), gt.float())
 
 
 def total_loss(terms: Sequence[LossTerm], sr: Tensor, gt: Tensor,
-               weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+               weights: Tensor | None = None, iteration: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Σ weight·loss over the terms, and each unweighted loss (detached).
 
     ``weights`` (one per term, on the device) replaces the terms' own weights: the runtime
     scheduler changes it between steps without a host sync. Returns tensors only (no ``.item()``),
     so a training step never waits on the device here.
+
+    Pixel terms only: a GAN term (``kind`` other than "pixel") raises, it is never silently left out.
+    A term with a schedule is weighted × ``schedule.factor(iteration)``, so it needs ``iteration``.
     """
+    others = [t.name for t in terms if t.kind != "pixel"]
+    if others:
+        raise AutosrRuntimeError(f"total_loss computes pixel losses only, not {', '.join(others)}",
+                                 "the GAN objective computes those terms through term.loss")
     values: dict[str, Tensor] = {}
     parts = []
     for i, term in enumerate(terms):
         value = term(sr, gt)
         values[term.name] = value.detach()
-        parts.append(value * (weights[i] if weights is not None else term.weight))
+        weight = weights[i] if weights is not None else term.weight
+        if term.schedule is not None:
+            if iteration is None:
+                raise AutosrRuntimeError(f"the {term.name} loss has a schedule (start_iter …): total_loss "
+                                         "needs the iteration", "pass iteration=")
+            weight = weight * term.schedule.factor(iteration)
+        parts.append(value * weight)
     if not parts:
         raise AutosrRuntimeError("no loss to train on", "at least one loss needs a weight above 0")
     total = parts[0]
@@ -268,6 +297,8 @@ def _is_number(v: object) -> bool:
 
 def _check_option(where: str, key: str, value: Any) -> Any:
     """Type and range of one option; returns the value normalised (ints → floats where floats)."""
+    if key in gan_losses.KEYS:  # the GAN types' options and the schedule keys
+        return gan_losses.check_option(where, key, value)
     if key == "reduction":
         if value not in ("mean", "sum"):
             hint = "traiNNer's 'none' gives a tensor, not a loss" if value == "none" else ""
@@ -324,7 +355,7 @@ def _entry_weight(i: int, entry: Mapping[str, Any]) -> float:
 
 
 def _entry_options(i: int, kind: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    allowed = OPTIONS.get(kind, {})
+    allowed = {**OPTIONS.get(kind, {}), **gan_losses.SCHEDULE_DEFAULTS}
     opts = dict(allowed)
     for key, value in entry.items():
         if key in ("type", "loss_weight"):
@@ -358,6 +389,10 @@ def build_losses(entries: Sequence[Mapping[str, Any]]) -> list[LossTerm]:
         kind, entry = _entry_type(i, raw)
         weight = _entry_weight(i, entry)
         opts = _entry_options(i, kind, entry)
+        given = [str(k) for k in entry]
+        schedule = gan_losses.schedule_from(f"train.losses[{i}]", kind, weight, opts, given)
+        if kind in gan_losses.OPTIONS:
+            gan_losses.check_entry(f"train.losses[{i}]", kind, opts, given)
         if weight == 0:
             continue
         if kind in UNAVAILABLE:
@@ -365,7 +400,28 @@ def build_losses(entries: Sequence[Mapping[str, Any]]) -> list[LossTerm]:
             raise AutosrError(f"train.losses[{i}]: {message}", hint)
         name = _unique_name(kind, taken)
         taken.add(name)
-        terms.append(LossTerm(name=name, weight=weight, type=kind, fn=_make_fn(kind, opts)))
+        if kind in gan_losses.OPTIONS:
+            term_kind, loss = gan_losses.build(kind, opts)
+            terms.append(LossTerm(name=name, weight=weight, type=kind, fn=_not_pixel, kind=term_kind, loss=loss,
+                                  schedule=schedule))
+        else:
+            terms.append(LossTerm(name=name, weight=weight, type=kind, fn=_make_fn(kind, opts), schedule=schedule))
     if not terms:
         raise AutosrError("train.losses: every loss_weight is 0", "give at least one loss a weight > 0")
+    _check_gan_entries(terms)
     return terms
+
+
+def _not_pixel(sr: Tensor, gt: Tensor) -> Tensor:
+    raise AssertionError("LossTerm.__call__ refuses non-pixel terms before calling fn")
+
+
+def _check_gan_entries(terms: Sequence[LossTerm]) -> None:
+    """One ganloss at most (traiNNer keys its losses by label: a second one replaces the first), and
+    feature matching only beside one (the fork then builds a D that nothing trains)."""
+    gans = [t for t in terms if t.kind == "adversarial"]
+    if len(gans) > 1:
+        raise AutosrError("train.losses: more than one ganloss", "keep one: the discriminator trains on one loss")
+    if not gans and any(t.kind == "feature_matching" for t in terms):
+        raise AutosrError("train.losses: featurematchingloss needs a ganloss entry with a weight > 0",
+                          "the ganloss trains the discriminator whose features it matches")
