@@ -378,7 +378,7 @@ def test_names_are_traiNNer_labels_made_unique() -> None:
         ([{"type": "fftloss", "loss_weight": 1.0, "reduction": "none"}], ["'mean' or 'sum'", "tensor, not a loss"]),
         ([{"type": "l1loss", "loss_weight": 0}, {"type": "mseloss", "loss_weight": 0.0}], ["every loss_weight is 0"]),
         ([{"type": "perceptualloss", "loss_weight": 1.0}], ["train.losses[0]", "VGG19", "loss_weight to 0"]),
-        ([{"type": "ganloss", "loss_weight": 0.1}], ["network_d", "optim_d"]),
+        ([{"type": "ganloss", "loss_weight": 0.1, "r1_weight": 1.0}], ["r1_weight", "gan_type r3gan"]),
         ([{"type": "l1loss"}], ["train.losses[0].loss_weight", "missing"]),
         ([{"type": "l1loss", "loss_weight": "5e-4"}], ["must be a number", "5.0e-4"]),
         ([{"type": "l1loss", "loss_weight": -1.0}], ["≥ 0"]),

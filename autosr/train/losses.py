@@ -32,7 +32,12 @@ Types and their options (defaults in brackets):
   ``hsluvloss``, ``consistencyloss``, ``ffloss``, ``hfenloss``, ``laplacianpyramidloss``,
   ``adaptiveblocktvloss``: in ``autosr/train/pixel_losses.py``. Their options are declared there
   (``SPECS``) and checked by ``autosr/train/loss_specs.py``.
-- ``ganloss``: known but not trainable by autosr (see the error message).
+- ``ganloss``, ``featurematchingloss``, ``ldlloss``: GAN terms (autosr/train/gan_losses.py). They need
+  more than (sr, gt) — D's logits, D's features, the EMA generator's output — so their terms have
+  ``kind`` "adversarial", "feature_matching", "ema" and are computed by the GAN objective through
+  ``term.loss``; ``total_loss`` refuses them.
+- On every type, the ParagonSR2 fork's schedule keys ``start_iter``, ``target_iter``, ``target_weight``,
+  ``disable_after``, ``schedule_type`` (``term.schedule``: the weight at an iteration, applied once).
 
 Entries with ``loss_weight: 0`` are validated but not built (as traiNNer skips them).
 """
@@ -41,14 +46,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from autosr.errors import AutosrError, AutosrRuntimeError, did_you_mean
-from autosr.train import perceptual, pixel_losses
+from autosr.train import gan_losses, perceptual, pixel_losses
+from autosr.train.gan_losses import FeatureMatchingLoss, GANLoss, LDLLoss, LossSchedule
 from autosr.train.loss_specs import check_option as _check_declared
 from autosr.train.metrics import filter_valid, gaussian_window_1d
 
@@ -77,17 +83,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "mssimloss": {**_SSIM_COMMON, "is_prod": True, "include_luminance": False},
     "cosimloss": {"cosim_lambda": 5.0},
     "fftmagloss": {},
+    **gan_losses.OPTIONS,  # ganloss, featurematchingloss, ldlloss
 }
 # Types whose options are declared beside their code (pixel_losses.py, perceptual.py).
 _DECLARED = {**pixel_losses.SPECS, **perceptual.SPECS}
 OPTIONS.update({kind: {k: opt.default for k, opt in spec.items()} for kind, spec in _DECLARED.items()})
-UNAVAILABLE: dict[str, tuple[str, str]] = {
-    "ganloss": (
-        "ganloss needs a discriminator (network_d) and its optimizer (optim_d), which autosr's "
-        "trainer does not train yet",
-        "remove the entry or set its loss_weight to 0, or run the GAN stage with traiNNer-redux",
-    ),
-}
 # Keys that older autosr or older traiNNer versions took, and where they went.
 _MOVED: dict[str, str] = {
     "cosim": "traiNNer-redux's MSSIMLoss no longer has a cosine term: add a separate "
@@ -100,6 +100,12 @@ _MOVED: dict[str, str] = {
 }
 
 
+# What a term is computed from: "pixel" (sr, gt) by calling the term; the others through ``term.loss``:
+# "adversarial" (GANLoss: D's logits on sr, and on gt for r3gan; it also owns D's loss), "feature_matching"
+# (FeatureMatchingLoss: D's features of gt and sr), "ema" (LDLLoss: sr, the EMA generator's sr, gt).
+TermKind = Literal["pixel", "adversarial", "feature_matching", "ema"]
+
+
 @dataclass
 class LossTerm:
     """One weighted loss. ``weight`` is mutable: the runtime scheduler changes it between steps."""
@@ -108,27 +114,46 @@ class LossTerm:
     weight: float
     type: str  # the traiNNer type name, lower case, e.g. "l1loss"
     fn: LossFn = field(repr=False)
+    kind: TermKind = "pixel"
+    loss: GANLoss | FeatureMatchingLoss | LDLLoss | None = field(default=None, repr=False)  # non-pixel kinds
+    schedule: LossSchedule | None = None  # the fork's start_iter … keys; None: the weight is constant
 
     def __call__(self, sr: Tensor, gt: Tensor) -> Tensor:
         """The unweighted loss, a float32 scalar tensor."""
+        if self.kind != "pixel":
+            raise AutosrRuntimeError(f"the {self.type} term is not a function of (sr, gt)",
+                                     f"compute it through term.loss (kind {self.kind})")
         with torch.autocast(device_type=sr.device.type, enabled=False):
             return self.fn(sr.float(), gt.float())
 
 
 def total_loss(terms: Sequence[LossTerm], sr: Tensor, gt: Tensor,
-               weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+               weights: Tensor | None = None, iteration: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Σ weight·loss over the terms, and each unweighted loss (detached).
 
     ``weights`` (one per term, on the device) replaces the terms' own weights: the runtime
     scheduler changes it between steps without a host sync. Returns tensors only (no ``.item()``),
     so a training step never waits on the device here.
+
+    Pixel terms only: a GAN term (``kind`` other than "pixel") raises, it is never silently left out.
+    A term with a schedule is weighted × ``schedule.factor(iteration)``, so it needs ``iteration``.
     """
+    others = [t.name for t in terms if t.kind != "pixel"]
+    if others:
+        raise AutosrRuntimeError(f"total_loss computes pixel losses only, not {', '.join(others)}",
+                                 "the GAN objective computes those terms through term.loss")
     values: dict[str, Tensor] = {}
     parts = []
     for i, term in enumerate(terms):
         value = term(sr, gt)
         values[term.name] = value.detach()
-        parts.append(value * (weights[i] if weights is not None else term.weight))
+        weight = weights[i] if weights is not None else term.weight
+        if term.schedule is not None:
+            if iteration is None:
+                raise AutosrRuntimeError(f"the {term.name} loss has a schedule (start_iter …): total_loss "
+                                         "needs the iteration", "pass iteration=")
+            weight = weight * term.schedule.factor(iteration)
+        parts.append(value * weight)
     if not parts:
         raise AutosrRuntimeError("no loss to train on", "at least one loss needs a weight above 0")
     total = parts[0]
@@ -277,6 +302,8 @@ def _is_number(v: object) -> bool:
 
 def _check_option(where: str, key: str, value: Any) -> Any:
     """Type and range of one option; returns the value normalised (ints → floats where floats)."""
+    if key in gan_losses.KEYS:  # the GAN types' options and the schedule keys
+        return gan_losses.check_option(where, key, value)
     if key == "reduction":
         if value not in ("mean", "sum"):
             hint = "traiNNer's 'none' gives a tensor, not a loss" if value == "none" else ""
@@ -312,7 +339,7 @@ def _entry_type(i: int, entry: object) -> tuple[str, Mapping[str, Any]]:
     kind = entry.get("type")
     if not isinstance(kind, str):
         raise AutosrError(f"{where}.type: missing or not a string", "e.g. type: l1loss")
-    known = [*OPTIONS, *UNAVAILABLE]
+    known = list(OPTIONS)
     if kind.lower() not in known:
         raise AutosrError(f"{where}.type: unknown loss {kind!r}{did_you_mean(kind.lower(), known)}",
                           f"autosr knows: {', '.join(known)}")
@@ -333,7 +360,7 @@ def _entry_weight(i: int, entry: Mapping[str, Any]) -> float:
 
 
 def _entry_options(i: int, kind: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    allowed = OPTIONS.get(kind, {})
+    allowed = {**OPTIONS.get(kind, {}), **gan_losses.SCHEDULE_DEFAULTS}
     opts = dict(allowed)
     for key, value in entry.items():
         if key in ("type", "loss_weight"):
@@ -344,7 +371,8 @@ def _entry_options(i: int, kind: str, entry: Mapping[str, Any]) -> dict[str, Any
             hint = _MOVED.get(str(key), "") if kind in ("ssimloss", "mssimloss") else ""
             raise AutosrError(f"{where}: unknown key for {kind}{did_you_mean(str(key), choices)}",
                               hint or f"{kind} takes: {', '.join(choices)}")
-        opts[key] = _check_declared(where, _DECLARED[kind][key], value) if kind in _DECLARED else _check_option(where, key, value)
+        declared = _DECLARED.get(kind, {}).get(key)
+        opts[key] = _check_declared(where, declared, value) if declared is not None else _check_option(where, key, value)
     return opts
 
 
@@ -367,19 +395,42 @@ def build_losses(entries: Sequence[Mapping[str, Any]]) -> list[LossTerm]:
         kind, entry = _entry_type(i, raw)
         weight = _entry_weight(i, entry)
         opts = _entry_options(i, kind, entry)
+        given = [str(k) for k in entry]
+        schedule = gan_losses.schedule_from(f"train.losses[{i}]", kind, weight, opts, given)
+        if kind in gan_losses.OPTIONS:
+            gan_losses.check_entry(f"train.losses[{i}]", kind, opts, given)
         if weight == 0:
             continue
-        if kind in UNAVAILABLE:
-            message, hint = UNAVAILABLE[kind]
-            raise AutosrError(f"train.losses[{i}]: {message}", hint)
         name = _unique_name(kind, taken)
         taken.add(name)
+        if kind in gan_losses.OPTIONS:
+            term_kind, loss = gan_losses.build(kind, opts)
+            terms.append(LossTerm(name=name, weight=weight, type=kind, fn=_not_pixel, kind=term_kind, loss=loss,
+                                  schedule=schedule))
+            continue
+        own = {k: v for k, v in opts.items() if k not in gan_losses.SCHEDULE_DEFAULTS}  # the loss's own options
         try:  # the network losses load their weights here: a missing file names the entry
-            fn = _make_fn(kind, opts)
+            fn = _make_fn(kind, own)
         except AutosrError as exc:
             hint = f"{exc.hint}; or set its loss_weight to 0" if kind in perceptual.SPECS else exc.hint
             raise type(exc)(f"train.losses[{i}] ({kind}): {exc.message}", hint) from None
-        terms.append(LossTerm(name=name, weight=weight, type=kind, fn=fn))
+        terms.append(LossTerm(name=name, weight=weight, type=kind, fn=fn, schedule=schedule))
     if not terms:
         raise AutosrError("train.losses: every loss_weight is 0", "give at least one loss a weight > 0")
+    _check_gan_entries(terms)
     return terms
+
+
+def _not_pixel(sr: Tensor, gt: Tensor) -> Tensor:
+    raise AssertionError("LossTerm.__call__ refuses non-pixel terms before calling fn")
+
+
+def _check_gan_entries(terms: Sequence[LossTerm]) -> None:
+    """One ganloss at most (traiNNer keys its losses by label: a second one replaces the first), and
+    feature matching only beside one (the fork then builds a D that nothing trains)."""
+    gans = [t for t in terms if t.kind == "adversarial"]
+    if len(gans) > 1:
+        raise AutosrError("train.losses: more than one ganloss", "keep one: the discriminator trains on one loss")
+    if not gans and any(t.kind == "feature_matching" for t in terms):
+        raise AutosrError("train.losses: featurematchingloss needs a ganloss entry with a weight > 0",
+                          "the ganloss trains the discriminator whose features it matches")
