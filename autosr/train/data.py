@@ -303,10 +303,13 @@ def _hr_degrader(table: _CropTable, spec: CropSpec, degrader: Degrader | None) -
     return degrader
 
 
-def _degrade(degrader: Degrader | None, gt: torch.Tensor, counter: int) -> torch.Tensor:
+def _degrade(degrader: Degrader | None, gt: torch.Tensor, counter: int, transposed_from: int) -> torch.Tensor:
+    """The LR side of an HR batch; its slots from `transposed_from` on hold transposed crops (the
+    batch is sorted by transform code, transposes last)."""
     assert degrader is not None
+    transposed = torch.arange(gt.shape[0]) >= transposed_from
     with torch.no_grad():
-        return degrader.degrade(gt, counter)
+        return degrader.degrade(gt, counter, transposed)
 
 
 class CachedCropSource:
@@ -360,7 +363,7 @@ class CachedCropSource:
         if self.lq is not None:
             lq = self._cut(self.lq, image, y0, x0, p, vflip, groups)
         else:  # HR alone: the LR side made on the device, keyed by the sample counter
-            lq = _degrade(self.degrader, gt, self.samples if self.batches >= 0 else PEEK_COUNTER)
+            lq = _degrade(self.degrader, gt, self.samples if self.batches >= 0 else PEEK_COUNTER, bounds[2])
         self.batches += 1
         self.samples += n
         return Batch(lq, gt)
@@ -712,7 +715,7 @@ class LoaderCropSource:
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
         gt = _to_float(_to_device(gt, self.device), groups, self.spec.channels_last)
         if self.degrader is not None:  # HR alone: degraded here, on the device, batched
-            lq = _degrade(self.degrader, gt, self.samples)
+            lq = _degrade(self.degrader, gt, self.samples, bounds[2])
         else:
             lq = _to_float(_to_device(lq, self.device), groups, self.spec.channels_last)
         self.batches += 1
@@ -727,7 +730,7 @@ class LoaderCropSource:
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
         gt = _to_float(_to_device(gt, self.device), groups, self.spec.channels_last)
         if self.degrader is not None:
-            return Batch(_degrade(self.degrader, gt, PEEK_COUNTER), gt)
+            return Batch(_degrade(self.degrader, gt, PEEK_COUNTER, bounds[2]), gt)
         return Batch(_to_float(_to_device(lq, self.device), groups, self.spec.channels_last), gt)
 
     def _note_skipped(self, skipped: Sequence[_Skipped]) -> None:

@@ -101,7 +101,11 @@ class Degrader:
             return BicubicDegrader(scale, seed)
         return RealESRGANDegrader(_validate(opts or {}), scale, seed)
 
-    def degrade(self, hr: Tensor, counter: int) -> Tensor:
+    def degrade(self, hr: Tensor, counter: int, transposed: Tensor | None = None) -> Tensor:
+        """LR of the batch; sample b draws from (seed, counter + b). transposed: bool [B] (host), the
+        samples that are transposed views of their stored crop (use_rot): a degradation that is not
+        symmetric under transposition (Pillow's two 8-bit passes) takes them in the stored order, so
+        that the LR is the offline LR of the stored crop, transposed."""
         raise NotImplementedError
 
     def describe(self) -> list[Param]:
@@ -168,7 +172,8 @@ def pil_bicubic_downscale(hr: Tensor, size: tuple[int, int]) -> Tensor:
     levels = torch.floor(hr.double().clamp(0, 1) * 255.0 + 0.5)
     across = _pil_pass(levels, _pil_matrix(hr.shape[-1], w, hr.device))
     down = _pil_pass(across.transpose(-1, -2), _pil_matrix(hr.shape[-2], h, hr.device)).transpose(-1, -2)
-    return (down * (1.0 / 255.0)).to(hr.dtype if hr.is_floating_point() else torch.float32)
+    # as the crop sources turn uint8 into floats (level · float32(1/255)): bit-identical to a paired LR
+    return down.float() * (1.0 / 255.0)
 
 
 class BicubicDegrader(Degrader):
@@ -179,9 +184,13 @@ class BicubicDegrader(Degrader):
     def __init__(self, scale: int, seed: int = 0) -> None:
         self.scale, self.seed = scale, seed
 
-    def degrade(self, hr: Tensor, counter: int = 0) -> Tensor:
+    def degrade(self, hr: Tensor, counter: int = 0, transposed: Tensor | None = None) -> Tensor:
         _check_batch(hr, self.scale)
-        lq = pil_bicubic_downscale(hr, (hr.shape[-2] // self.scale, hr.shape[-1] // self.scale))
+        size = (hr.shape[-2] // self.scale, hr.shape[-1] // self.scale)
+        lq = pil_bicubic_downscale(hr, size)
+        if transposed is not None and bool(transposed.any()):
+            idx = torch.nonzero(transposed.cpu()).flatten().to(hr.device)
+            lq[idx] = pil_bicubic_downscale(hr[idx].transpose(-1, -2), size[::-1]).transpose(-1, -2)
         return lq.contiguous(memory_format=_memory_format(hr))
 
     def describe(self) -> list[Param]:
@@ -446,9 +455,10 @@ _KERNEL_COLS = ("on", "size", "type", "sx", "sy", "theta", "a", "b", "d", "beta"
 _COLUMNS = (
     "usm", "thick",
     *(f"{k}_{c}" for k in ("k1", "k2", "ks") for c in _KERNEL_COLS),
-    *(f"{r}_{c}" for r in ("r1", "r2") for c in ("h", "w", "mode")),
+    *(f"{r}_{c}" for r in ("r1", "r2") for c in ("h", "w", "hh", "wh")),  # sizes after each resize, and halves (rounded up)
+    *(f"{r}_{c}" for r in ("r1", "r2", "f") for c in ("mode", "lut", "aa", "area")),  # mode and how the matrix is built
     *(f"{n}_{c}" for n in ("n1", "n2") for c in ("gauss", "sigma", "poisson", "gray")),
-    "j1_on", "j1_q", "j2_on", "j2_q", "f_mode", "f_sinc_first", "j2_early", "j2_late",
+    "j1_on", "j1_q", "j2_on", "j2_q", "f_sinc_first", "j2_early", "j2_late",
     "nk1", "nk2", "nk3", "nk4",  # hash keys of the noise fields: n1 Gaussian, n1 Poisson, n2 Gaussian, n2 Poisson
 )
 _COL = {name: i for i, name in enumerate(_COLUMNS)}
@@ -467,6 +477,15 @@ def _between(u: np.ndarray, span: Sequence[float]) -> np.ndarray:
 def _odd_size(u: np.ndarray, span: Sequence[int]) -> np.ndarray:
     sizes = np.arange(span[0], span[1] + 1, 2)
     return sizes[np.minimum((u * len(sizes)).astype(np.int64), len(sizes) - 1)]
+
+
+def _put_mode(t: np.ndarray, r: str, mode: np.ndarray) -> None:
+    """A resize's mode code, and for its matrix: the filter's row in the lookup table (AA modes),
+    whether the mode is an AA filter, and whether its interval is area's (else nearest's)."""
+    t[:, _COL[f"{r}_mode"]] = mode
+    t[:, _COL[f"{r}_lut"]] = np.select([mode == 0, mode == 1, mode == 3], [0, 1, 2], 0) * _LUT_LEN
+    t[:, _COL[f"{r}_aa"]] = np.isin(mode, (0, 1, 3))
+    t[:, _COL[f"{r}_area"]] = mode == 4
 
 
 def _quant_tables(quality: np.ndarray) -> np.ndarray:
@@ -560,7 +579,9 @@ class RealESRGANDegrader(Degrader):
             sizes[r] = new
             put(f"{r}_h", new[0])
             put(f"{r}_w", new[1])
-            put(f"{r}_mode", np.where(keep, _KEEP, mode))
+            put(f"{r}_hh", np.floor((new[0] + 1) / 2))
+            put(f"{r}_wh", np.floor((new[1] + 1) / 2))
+            _put_mode(t, r, np.where(keep, _KEEP, mode))
         for nz, suffix in (("n1", ""), ("n2", "2")):
             gauss = draw(f"{nz}_gauss") < o[f"gaussian_noise_prob{suffix}"]
             put(f"{nz}_gauss", gauss)
@@ -571,7 +592,7 @@ class RealESRGANDegrader(Degrader):
             put(f"{j}_on", draw(f"{j}_on") < o[f"jpeg_prob{suffix}"])
             put(f"{j}_q", np.clip(np.rint(_between(draw(f"{j}_q"), o[f"jpeg_range{suffix}"])), 1, 100))
         modes3 = np.array([RESIZE_MODES.index(m) for m in o["resize_mode_list3"]])
-        put("f_mode", modes3[_choose(draw("f_mode"), o["resize_mode_prob3"])])
+        _put_mode(t, "f", modes3[_choose(draw("f_mode"), o["resize_mode_prob3"])])
         sinc_first = draw("f_order") < 0.5
         put("f_sinc_first", sinc_first)
         put("j2_early", (t[:, _COL["j2_on"]] > 0) & ~sinc_first)
@@ -668,7 +689,8 @@ class RealESRGANDegrader(Degrader):
 
     # ── device: the pipeline ──
 
-    def degrade(self, hr: Tensor, counter: int) -> Tensor:
+    def degrade(self, hr: Tensor, counter: int, transposed: Tensor | None = None) -> Tensor:
+        # `transposed` does not matter here: every kernel angle is equally likely
         _check_batch(hr, self.scale)
         n, _, h, w = hr.shape
         plan = self.plan(n, h, w)
@@ -695,24 +717,32 @@ class RealESRGANDegrader(Degrader):
 
     def _run(self, hr: Tensor, buf: Tensor, plan: _Plan) -> Tensor:
         """The device work for one batch: hr [N, 3, H, W], buf the packed parameters on the device."""
-        n, dev = plan.n, hr.device
+        n = plan.n
         parts, at = {}, 0
         for name, shape in plan.layout.items():
             size = math.prod(shape)
             parts[name] = buf[at : at + size].view(shape)
             at += size
-        p = parts["table"]
+        p = parts["table"]  # float64: exact 32-bit noise keys; kernels are built in float64 too
+        pf = p.float()  # everything else
 
         def on(name: str) -> Tensor:
-            return (p[:, _COL[name]] > 0)[:, None, None, None]
+            return (pf[:, _COL[name]] > 0)[:, None, None, None]
 
-        def sizes(h: str | int, w: str | int) -> _Sizes:
-            if isinstance(h, int) and isinstance(w, int):
-                return _Sizes(p.new_full((n,), float(h)), p.new_full((n,), float(w)), True)
-            return _Sizes(p[:, _COL[str(h)]], p[:, _COL[str(w)]], False)
+        square = plan.h == plan.w  # then every size is square too: one tensor serves both sides
 
-        full, size1, size2, small = sizes(plan.h, plan.w), sizes("r1_h", "r1_w"), sizes("r2_h", "r2_w"), sizes(*plan.lq)
-        x = hr.float()
+        def fixed(h: int, w: int) -> _Sizes:
+            hs = pf.new_full((n,), float(h))
+            ws = hs if square else pf.new_full((n,), float(w))
+            hh = pf.new_full((n,), float((h + 1) // 2))
+            return _Sizes(hs, ws, True, hh, hh if square else pf.new_full((n,), float((w + 1) // 2)))
+
+        def drawn(r: str) -> _Sizes:
+            hs, hh = pf[:, _COL[f"{r}_h"]], pf[:, _COL[f"{r}_hh"]]
+            return _Sizes(hs, hs if square else pf[:, _COL[f"{r}_w"]], False, hh, hh if square else pf[:, _COL[f"{r}_wh"]])
+
+        full, size1, size2, small = fixed(plan.h, plan.w), drawn("r1"), drawn("r2"), fixed(*plan.lq)
+        x = hr.float().contiguous()
 
         # first degradation, on the HR crop: unsharp mask, thick lines, blur, resize, noise, JPEG
         if plan.usm_size:
@@ -721,50 +751,82 @@ class RealESRGANDegrader(Degrader):
             x = torch.where(on("thick"), _thicklines(x), x)
         if "k1" in plan.stages:
             x = torch.where(on("k1_on"), _filter(x, self._kernels(p, "k1", plan.shapes["k1"]), full), x)
-        x = _resize(x, full, size1, p[:, _COL["r1_mode"]], plan.modes["r1"], plan.canvas1)
-        x = self._noise(x, p, "n1", size1, plan)
+        x = self._resize(x, full, size1, pf, "r1", plan.modes["r1"], plan.canvas1)
+        x = self._noise(x, p, pf, "n1", size1, plan)
         if "j1" in plan.stages:
             x = torch.where(on("j1_on"), self._jpeg(x, parts["q1"], size1), x)
 
         # second degradation: blur, resize (relative to the LR size), noise
         if "k2" in plan.stages:
             x = torch.where(on("k2_on"), _filter(x, self._kernels(p, "k2", plan.shapes["k2"]), size1), x)
-        x = _resize(x, size1, size2, p[:, _COL["r2_mode"]], plan.modes["r2"], plan.canvas2)
-        x = self._noise(x, p, "n2", size2, plan)
+        x = self._resize(x, size1, size2, pf, "r2", plan.modes["r2"], plan.canvas2)
+        x = self._noise(x, p, pf, "n2", size2, plan)
 
         # final: [resize to LR + sinc] then JPEG, or JPEG then [resize + sinc], half the samples each
         if "j2" in plan.stages:
             x = torch.where(on("j2_early"), self._jpeg(x, parts["q2"], size2), x)
-        x = _resize(x, size2, small, p[:, _COL["f_mode"]], plan.modes["f"], plan.lq)
+        x = self._resize(x, size2, small, pf, "f", plan.modes["f"], plan.lq)
         if "ks" in plan.stages:
             x = torch.where(on("ks_on"), _filter(x, self._kernels(p, "ks", plan.shapes["ks"]), small), x)
         if "j2" in plan.stages:
             x = torch.where(on("j2_late"), self._jpeg(x, parts["q2"], small), x)
-        del dev
-        return torch.clamp(torch.round(x * 255.0), 0, 255) / 255.0
+        return torch.clamp(torch.round(x * 255.0), 0, 255) * (1.0 / 255.0)  # as the sources scale uint8
 
-    def _noise(self, x: Tensor, p: Tensor, name: str, sizes: _Sizes, plan: _Plan) -> Tensor:
+    def _noise(self, x: Tensor, p: Tensor, pf: Tensor, name: str, sizes: _Sizes, plan: _Plan) -> Tensor:
         colour, gray = plan.gray[name]
-        gray_on = (p[:, _COL[f"{name}_gray"]] > 0)[:, None, None, None]
+        gray_on = (pf[:, _COL[f"{name}_gray"]] > 0)[:, None, None, None]
         key_g, key_p = ("nk1", "nk2") if name == "n1" else ("nk3", "nk4")
         if f"{name}g" in plan.stages:
-            sigma = (p[:, _COL[f"{name}_sigma"]].float() / 255.0)[:, None, None, None]
+            sigma = (pf[:, _COL[f"{name}_sigma"]] / 255.0)[:, None, None, None]
             noise = self._const_table("normal", x.device)[self._bits(p[:, _COL[key_g]], x.shape) >> 16]
             if gray:
                 noise = torch.where(gray_on, noise[:, :1], noise) if colour else noise[:, :1].expand_as(noise)
             x = torch.clamp(x + noise * sigma, 0, 1)
         if f"{name}p" in plan.stages:
-            scale = p[:, _COL[f"{name}_poisson"]].float()[:, None, None, None]
+            scale = pf[:, _COL[f"{name}_poisson"]][:, None, None, None]
             bits = self._bits(p[:, _COL[key_p]], x.shape)
             table = self._const_table("poisson", x.device)
-            color = _poisson_noise(x, bits, table, sizes) if colour else None
+            valid = None if sizes.uniform else self._valid(sizes, x.shape)
+            color = _poisson_noise(x, bits, table, valid) if colour else None
             if gray:
                 luma = 0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # torchvision's rgb_to_grayscale
-                mono = _poisson_noise(luma, bits[:, :1], table, sizes)
+                mono = _poisson_noise(luma, bits[:, :1], table, valid)
                 color = torch.where(gray_on, mono, color) if color is not None else mono.expand_as(x)
             assert color is not None
             x = torch.clamp(x + color * scale, 0, 1)
         return x
+
+    def _const_of(self, name: str, device: torch.device, build: Callable[[], Tensor]) -> Tensor:
+        """A constant tensor, built once per device (before a CUDA graph capture: in its warm-up)."""
+        key = (name, str(device))
+        if key not in self._const:
+            self._const[key] = build().to(device)
+        return self._const[key]
+
+    def _arange(self, start: int, end: int, device: torch.device, dtype: torch.dtype = torch.int64) -> Tensor:
+        return self._const_of(f"arange{start}:{end}:{dtype}", device, lambda: torch.arange(start, end, dtype=dtype))
+
+    def _resize(self, x: Tensor, src: _Sizes, dst: _Sizes, p: Tensor, r: str, codes: frozenset[int], canvas: tuple[int, int]) -> Tensor:
+        """Every sample from its src size to its dst size on a canvas (h, w), clamped to [0, 1]."""
+        if codes == {_KEEP} and x.shape[2:] == canvas:
+            return x
+        lut = self._const_of("lut", x.device, _filter_lut)
+
+        def matrix(n_in: Tensor, n_out: Tensor, size_in: int, size_out: int) -> Tensor:
+            o = self._arange(0, size_out, x.device, torch.float32)[None, :, None]
+            i = self._arange(0, size_in, x.device, torch.float32)[None, None, :]
+            return _resize_matrix(n_in, n_out, p, r, codes, o, i, lut)
+
+        ry = matrix(src.h, dst.h, x.shape[2], canvas[0])
+        same = src.h is src.w and dst.h is dst.w and x.shape[2] == x.shape[3] and canvas[0] == canvas[1]
+        rx = ry if same else matrix(src.w, dst.w, x.shape[3], canvas[1])
+        return torch.matmul(torch.matmul(ry[:, None], x), rx.transpose(1, 2)[:, None]).clamp_(0, 1)
+
+    def _valid(self, sizes: _Sizes, shape: torch.Size) -> Tensor:
+        """[N, 1, H, W] bool: inside each sample's valid area."""
+        ys = self._arange(0, shape[2], sizes.h.device, torch.float32)[:, None]
+        xs = self._arange(0, shape[3], sizes.h.device, torch.float32)
+        return (ys < sizes.h[:, None, None, None]) & (xs < sizes.w[:, None, None, None])
 
     def _bits(self, keys: Tensor, shape: torch.Size) -> Tensor:
         """[N, C, H, W] int64 of 32 random bits: a hash of (the sample's key, channel, row, column) only,
@@ -779,28 +841,17 @@ class RealESRGANDegrader(Degrader):
         return _hash32(self._const[(name, str(keys.device))][None] ^ keys.long()[:, None, None, None])
 
     def _const_table(self, name: str, device: torch.device) -> Tensor:
-        if (name, str(device)) not in self._const:
-            self._const[(name, str(device))] = _shared_table(name, str(device))
-        return self._const[(name, str(device))]
+        return self._const_of(name, device, lambda: _shared_table(name, str(device)))
 
     def _kernels(self, p: Tensor, name: str, shapes: frozenset[int]) -> Tensor:
-        grids = self._const.get(("grids", str(p.device)))
-        if grids is None:
-            r = _KMAX // 2
-            ax = torch.arange(-r, r + 1, dtype=torch.float64, device=p.device)
-            yy, xx = ax[:, None].expand(_KMAX, _KMAX), ax[None, :].expand(_KMAX, _KMAX)
-            grids = torch.stack([xx * xx, 2 * xx * yy, yy * yy, torch.sqrt(xx * xx + yy * yy), torch.maximum(xx.abs(), yy.abs())])
-            self._const[("grids", str(p.device))] = grids
-        return _kernels(p, name, shapes, grids)
+        return _kernels(p, name, shapes, self._const_of("grids", p.device, _kernel_grids))
 
     def _jpeg(self, x: Tensor, tables: Tensor, sizes: _Sizes) -> Tensor:
-        return jpeg(x, tables.float(), sizes, self._jpeg_constants(x.device))
-
-    def _jpeg_constants(self, device: torch.device) -> dict[str, Tensor]:
-        if ("dct", str(device)) not in self._const:
-            for name, value in _jpeg_constants(device).items():
-                self._const[(name, str(device))] = value
-        return {name: self._const[(name, str(device))] for name in ("dct", "ycc", "ycc_offset", "rgb")}
+        consts = {name: self._const_of(f"jpeg_{name}", x.device, functools.partial(_jpeg_constant, name))
+                  for name in ("dct", "ycc", "ycc_offset", "rgb")}
+        wp = -(-x.shape[3] // 16) * 16
+        consts["bias"] = self._const_of(f"jpeg_bias{wp}", x.device, lambda: _chroma_bias(wp))
+        return jpeg(x, tables.float(), sizes, consts)
 
     def describe(self) -> list[Param]:
         head = [
@@ -856,12 +907,15 @@ def _exact_float32() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Sizes:
-    """Each sample's valid height and width on a shared canvas (device tensors); `uniform`: every
-    sample fills the whole canvas (known from the plan, never from the data)."""
+    """Each sample's valid height and width on a shared canvas (device tensors, float); `uniform`:
+    every sample fills the whole canvas (known from the plan, never from the data); hh, wh: the
+    halves rounded up (a 4:2:0 chroma plane's real size), when known."""
 
     h: Tensor
     w: Tensor
     uniform: bool
+    hh: Tensor | None = None
+    wh: Tensor | None = None
 
 
 def _extend(x: Tensor, sizes: _Sizes, top: int, bottom: int, left: int, right: int, mode: str) -> Tensor:
@@ -899,28 +953,39 @@ def _kernels(p: Tensor, name: str, shapes: frozenset[int], grids: Tensor) -> Ten
     """[N, 21, 21] blur kernels from the parameter rows (traiNNer pads every kernel to 21):
     Gaussian, generalized Gaussian or plateau (iso/aniso), or sinc (circular low-pass), each
     normalised to sum 1 within its size. `shapes`: the type codes that can occur (others are not
-    built); `grids`: x², 2xy, y², r and max(|x|, |y|) over the 21×21 grid."""
+    built); `grids`: see `_kernel_grids`."""
 
     def c(field: str) -> Tensor:
         return p[:, _COL[f"{name}_{field}"]][:, None, None]
 
     kind = c("type")
-    kern = torch.zeros((p.shape[0], _KMAX, _KMAX), dtype=torch.float64, device=p.device)
+    kern: Tensor | None = None
     if shapes - {_SINC}:
-        q = c("a") * grids[0] + c("b") * grids[1] + c("d") * grids[2]
-        if shapes & {0, 1}:
-            kern = torch.where(kind < 2, torch.exp(-0.5 * q), kern)
-        if shapes & {2, 3}:
-            kern = torch.where((kind >= 2) & (kind < 4), torch.exp(-0.5 * q ** c("beta")), kern)
+        # beta is 1 for Gaussian kernels, so exp(-q^beta / 2) covers both Gaussian families
+        qb = (c("a") * grids[0] + c("b") * grids[1] + c("d") * grids[2]) ** c("beta")
+        if shapes & {0, 1, 2, 3}:
+            kern = torch.exp(-0.5 * qb)
         if shapes & {4, 5}:
-            kern = torch.where((kind >= 4) & (kind < _SINC), 1.0 / (q ** c("beta") + 1.0), kern)
+            plateau = 1.0 / (qb + 1.0)
+            kern = plateau if kern is None else torch.where(kind >= 4, plateau, kern)
     if _SINC in shapes:
-        omega, rad = c("omega"), grids[3]
-        safe = torch.where(rad > 0, rad, 1.0)
-        sinc = torch.where(rad > 0, omega * torch.special.bessel_j1(omega * safe) / (2 * math.pi * safe), omega**2 / (4 * math.pi))
-        kern = sinc if shapes == {_SINC} else torch.where(kind == _SINC, sinc, kern)
-    kern = torch.where(grids[4] <= (c("size") - 1) / 2, kern, 0.0)
+        omega = c("omega")
+        sinc = torch.special.bessel_j1(omega * grids[3]) * (omega * grids[4])  # ω·J1(ωr) / (2πr)
+        sinc = torch.where(grids[5] > 0, omega * omega / (4 * math.pi), sinc)  # its limit at r = 0
+        kern = sinc if kern is None else torch.where(kind == _SINC, sinc, kern)
+    assert kern is not None
+    kern = torch.where(grids[6] <= (c("size") - 1) / 2, kern, 0.0)
     return (kern / kern.sum(dim=(1, 2), keepdim=True)).float()
+
+
+def _kernel_grids() -> Tensor:
+    """Over the 21×21 grid: x², 2xy, y², r, 1/(2πr) (0 at the centre), the centre, max(|x|, |y|)."""
+    r = _KMAX // 2
+    ax = torch.arange(-r, r + 1, dtype=torch.float64)
+    yy, xx = ax[:, None].expand(_KMAX, _KMAX), ax[None, :].expand(_KMAX, _KMAX)
+    rad = torch.sqrt(xx * xx + yy * yy)
+    inv = torch.where(rad > 0, 1.0 / (2 * math.pi * torch.where(rad > 0, rad, 1.0)), 0.0)
+    return torch.stack([xx * xx, 2 * xx * yy, yy * yy, rad, inv, (rad == 0).double(), torch.maximum(xx.abs(), yy.abs())])
 
 
 def _cv2_gaussian(size: int) -> np.ndarray:
@@ -974,43 +1039,52 @@ def _aa_weights(code: int, t: Tensor) -> Tensor:
     return torch.where(at < 3, lanczos, 0.0)
 
 
-def _resize_matrix(n_in: Tensor, n_out: Tensor, mode: Tensor, codes: frozenset[int], size_in: int, size_out: int) -> Tensor:
-    """[N, size_out, size_in]: row o holds output pixel o's weights over input pixels, per sample
-    (its own sizes and mode; zero outside them). bilinear/bicubic follow torch's
-    F.interpolate(antialias=True), i.e. Pillow's resampling; nearest-exact and area follow
-    F.interpolate; lanczos is Pillow's Lanczos-3; mode -1 keeps the size. Only `codes` are built."""
-    dev = n_in.device
-    n_in, n_out, mode = n_in.float()[:, None, None], n_out.float()[:, None, None], mode[:, None, None]
-    o = torch.arange(size_out, dtype=torch.float32, device=dev)[None, :, None]
-    i = torch.arange(size_in, dtype=torch.float32, device=dev)[None, None, :]
+_LUT_STEPS = 1024  # filter samples per pixel in the lookup table
+_LUT_LEN = 6 * _LUT_STEPS + 2  # t in [-3, 3], and one more for the interpolation
+
+
+def _filter_lut() -> Tensor:
+    """[3 · _LUT_LEN] float32: triangle, Keys cubic and Lanczos-3 at t = -3 … 3 in steps of 1/1024,
+    linearly interpolated by `_resize_matrix` (error ~1e-6, against float32 weights)."""
+    t = torch.arange(_LUT_LEN, dtype=torch.float64) / _LUT_STEPS - 3.0
+    return torch.cat([_aa_weights(code, t) for code in (0, 1, 2)]).float()
+
+
+def _resize_matrix(n_in: Tensor, n_out: Tensor, p: Tensor, r: str, codes: frozenset[int], o: Tensor, i: Tensor, lut: Tensor) -> Tensor:
+    """[N, O, I]: row o holds output pixel o's weights over the input pixels, per sample (its own
+    sizes and mode from the parameter rows; zero outside the sizes). bilinear and bicubic follow
+    torch's F.interpolate(antialias=True), i.e. Pillow's resampling, lanczos is Pillow's Lanczos-3
+    (filters from the lookup table); nearest-exact and area follow F.interpolate; mode -1 (keep) is
+    the identity. p, n_in, n_out: float32; o: [1, O, 1] and i: [1, 1, I] float32 pixel indices;
+    only `codes` are built."""
+
+    def col(name: str) -> Tensor:
+        return p[:, _COL[f"{r}_{name}"]][:, None, None]
+
+    n_in, n_out = n_in[:, None, None], n_out[:, None, None]
     scale = n_in / n_out
-    parts: list[tuple[int, Tensor]] = []
-    aa = codes & {0, 1, 3}
-    if aa:
-        t = (i + 0.5 - scale * (o + 0.5)) / scale.clamp(min=1.0)
-        parts += [(code, _aa_weights(min(code, 2), t)) for code in sorted(aa)]
-    if 2 in codes:
-        parts.append((2, (i == torch.minimum(torch.floor((o + 0.5) * scale), n_in - 1)).float()))
-    if 4 in codes:
-        start, end = torch.floor(o * n_in / n_out), torch.ceil((o + 1) * n_in / n_out)
-        parts.append((4, ((i >= start) & (i < end)).float()))
-    if _KEEP in codes:
-        parts.append((_KEEP, (i == o).float()))
-    w = parts[0][1]
-    for code, weights in parts[1:]:
-        w = torch.where(mode == code, weights, w)
+    w_aa = w_box = None
+    if codes & {0, 1, 3}:
+        u = (i + 0.5 - scale * (o + 0.5)) * (_LUT_STEPS / scale.clamp(min=1.0)) + 3 * _LUT_STEPS
+        u = u.clamp_(0, 6 * _LUT_STEPS)
+        base = torch.floor(u)
+        index = base.long() + col("lut").long()
+        w_aa = torch.lerp(lut[index], lut[index + 1], u - base)
+    if codes & {2, 4, _KEEP}:
+        lo = torch.minimum(torch.floor((o + 0.5) * scale), n_in - 1)  # nearest-exact (and keep: scale 1)
+        hi = lo + 1
+        if 4 in codes:  # area: adaptive average pooling's [floor(o·in/out), ceil((o+1)·in/out))
+            area = col("area") > 0
+            lo = torch.where(area, torch.floor(o * n_in / n_out), lo)
+            hi = torch.where(area, torch.ceil((o + 1) * n_in / n_out), hi)
+        w_box = ((i >= lo) & (i < hi)).float()
+    if w_aa is None or w_box is None:
+        w = w_aa if w_box is None else w_box
+        assert w is not None
+    else:
+        w = torch.where(col("aa") > 0, w_aa, w_box)
     w = w * ((o < n_out) & (i < n_in))
     return w / w.sum(dim=2, keepdim=True).clamp(min=1e-12)
-
-
-def _resize(x: Tensor, src: _Sizes, dst: _Sizes, mode: Tensor, codes: frozenset[int], canvas: tuple[int, int]) -> Tensor:
-    """Every sample from its src size to its dst size on a canvas of `canvas` (h, w), clamped to [0, 1]."""
-    if codes == {_KEEP} and x.shape[2:] == canvas:
-        return x
-    ry = _resize_matrix(src.h, dst.h, mode, codes, x.shape[2], canvas[0])
-    same = x.shape[2] == x.shape[3] and canvas[0] == canvas[1] and src.h is src.w and dst.h is dst.w
-    rx = ry if same else _resize_matrix(src.w, dst.w, mode, codes, x.shape[3], canvas[1])
-    return torch.matmul(torch.matmul(ry[:, None], x), rx.transpose(1, 2)[:, None]).clamp_(0, 1)
 
 
 # ── noise: counter-based random fields ──
@@ -1056,18 +1130,12 @@ def _poisson_table() -> Tensor:
     return torch.searchsorted(cdf, u).clamp(max=_POISSON_MAX).to(torch.int16).reshape(-1)
 
 
-def _poisson_noise(img: Tensor, bits: Tensor, table: Tensor, sizes: _Sizes) -> Tensor:
+def _poisson_noise(img: Tensor, bits: Tensor, table: Tensor, valid: Tensor | None) -> Tensor:
     """traiNNer's generate_poisson_noise_pt (scale 1): Poisson counts of the 8-bit levels at
     vals = 2^ceil(log2(distinct levels in the sample's valid area)), minus the levels."""
-    n, _, h, w = img.shape
+    n = img.shape[0]
     levels = torch.clamp(torch.round(img * 255.0), 0, 255)
-    if not sizes.uniform:
-        dev = img.device
-        valid = ((torch.arange(h, device=dev)[:, None] < sizes.h[:, None, None, None])
-                 & (torch.arange(w, device=dev) < sizes.w[:, None, None, None]))
-        marks = torch.where(valid, levels, 256.0)
-    else:
-        marks = levels
+    marks = levels if valid is None else torch.where(valid, levels, 256.0)
     seen = torch.zeros(n, 257, device=img.device).scatter_(1, marks.long().reshape(n, -1), 1.0)[:, :256].sum(1)
     v = torch.ceil(torch.log2(seen)).clamp_(0, 8)
     index = ((v[:, None, None, None] * 256 + levels) * _POISSON_STEPS).long() + (bits & (_POISSON_STEPS - 1))
@@ -1094,16 +1162,27 @@ _YCC_OFFSET = (32768, (128 << 16) + 32767, (128 << 16) + 32767)
 _CBCR_TO_RGB = ((0, 91881), (-22554, -46802), (116130, 0))
 
 
-def _jpeg_constants(device: torch.device) -> dict[str, Tensor]:
+def _jpeg_constant(name: str) -> Tensor:
+    return _jpeg_constants()[name]
+
+
+@functools.cache
+def _jpeg_constants() -> dict[str, Tensor]:
+    """The codec's constant tensors (host): orthonormal 8-point DCT-II, the colour matrices."""
     k = torch.arange(8, dtype=torch.float64)
     dct = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
     dct[0] /= math.sqrt(2)
     return {
-        "dct": dct.float().to(device),
-        "ycc": torch.tensor(_RGB_TO_YCC, dtype=torch.float32).view(1, 3, 3, 1, 1).to(device),
-        "ycc_offset": torch.tensor(_YCC_OFFSET, dtype=torch.float32).view(1, 3, 1, 1).to(device),
-        "rgb": torch.tensor(_CBCR_TO_RGB, dtype=torch.float32).view(1, 3, 2, 1, 1).to(device),
+        "dct": dct.float(),
+        "ycc": torch.tensor(_RGB_TO_YCC, dtype=torch.float32).view(1, 3, 3, 1, 1),
+        "ycc_offset": torch.tensor(_YCC_OFFSET, dtype=torch.float32).view(1, 3, 1, 1),
+        "rgb": torch.tensor(_CBCR_TO_RGB, dtype=torch.float32).view(1, 3, 2, 1, 1),
     }
+
+
+def _chroma_bias(width: int) -> Tensor:
+    """jcsample.c h2v2_downsample's rounding bias along a row of `width` full-size pixels: 1, 2, 1, 2, …"""
+    return (torch.arange(width // 2) % 2 + 1).float()
 
 
 def _to_blocks(plane: Tensor) -> Tensor:
@@ -1131,17 +1210,21 @@ def jpeg(x: Tensor, quality: Tensor, sizes: _Sizes | None = None, constants: dic
         quality = torch.from_numpy(_quant_tables(quality.double().cpu().numpy())).float().to(dev)
     if sizes is None:
         sizes = _Sizes(torch.full((n,), float(h), device=dev), torch.full((n,), float(w), device=dev), True)
-    c = constants or _jpeg_constants(dev)
     hp, wp = -(-h // 16) * 16, -(-w // 16) * 16
+    c = constants or {**{k: v.to(dev) for k, v in _jpeg_constants().items()}, "bias": _chroma_bias(wp).to(dev)}
     if (hp, wp) != (h, w) or not sizes.uniform:
         x = _extend(x, sizes, 0, hp - h, 0, wp - w, "replicate")
     v = torch.floor(x.clamp(0, 1) * 255.0 + 0.5)
     # every partial sum below is an integer under 2^24: exact in float32
     ycc = torch.floor(((c["ycc"] * v[:, None]).sum(2) + c["ycc_offset"]) * (1.0 / 65536))
-    chroma = ycc[:, 1:].reshape(n, 2, hp // 2, 2, wp // 2, 2).sum((3, 5))
-    chroma[..., 0::2] += 1.0  # jcsample.c h2v2_downsample: bias 1, 2, 1, 2, … along the row
-    chroma[..., 1::2] += 2.0
-    chroma = torch.floor(chroma * 0.25)
+    chroma = torch.floor((ycc[:, 1:].reshape(n, 2, hp // 2, 2, wp // 2, 2).sum((3, 5)) + c["bias"]) * 0.25)
+    hh = sizes.hh if sizes.hh is not None else torch.floor((sizes.h + 1) / 2)
+    wh = sizes.wh if sizes.wh is not None else torch.floor((sizes.w + 1) / 2)
+    if hp != h or not sizes.uniform:
+        # jcprepct.c pads the bottom of each *downsampled* component with its last row (the right
+        # edge, by contrast, was padded at full size before downsampling, as above)
+        rows = torch.minimum(torch.arange(hp // 2, device=dev)[None, :], hh.long()[:, None] - 1)
+        chroma = chroma.gather(2, rows[:, None, :, None].expand_as(chroma))
     blocks = torch.cat([_to_blocks(ycc[:, 0]), _to_blocks(chroma.reshape(n, hp, wp // 2))], 1)  # luma, then Cb/Cr stacked
     luma_blocks = (hp // 8) * (wp // 8)
     q = torch.cat([quality[:, :1].expand(n, luma_blocks, 8, 8), quality[:, 1:].expand(n, blocks.shape[1] - luma_blocks, 8, 8)], 1)
@@ -1152,8 +1235,10 @@ def jpeg(x: Tensor, quality: Tensor, sizes: _Sizes | None = None, constants: dic
     y = _from_blocks(rec[:, :luma_blocks], hp, wp)
     cc = _from_blocks(rec[:, luma_blocks:], hp, wp // 2).view(n, 2, hp // 2, wp // 2)
     # jdsample.c h2v2_fancy_upsample over the component's real size (ceil(h/2) × ceil(w/2)), edges replicated
-    half = _Sizes(torch.floor((sizes.h + 1) / 2), torch.floor((sizes.w + 1) / 2), False)
-    cp = _extend(cc, half, 1, 1, 1, 1, "replicate")
+    if sizes.uniform and (hp, wp) == (h, w):
+        cp = F.pad(cc, (1, 1, 1, 1), mode="replicate")
+    else:
+        cp = _extend(cc, _Sizes(hh, wh, False), 1, 1, 1, 1, "replicate")
     near = 3 * cp[:, :, 1:-1]
     rows = torch.stack([near + cp[:, :, :-2], near + cp[:, :, 2:]], 3).reshape(n, 2, hp, wp // 2 + 2)
     this = 3 * rows[..., 1:-1]
