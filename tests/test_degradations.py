@@ -335,16 +335,52 @@ def test_hr_only_bicubic_source_equals_the_offline_lr_set(tmp_path, kind, use_ro
     # of each whole image): identical LR away from the crop edges, where the offline LR saw pixels
     # outside the crop (the kernel reaches 2 LR px at ×2). Transposed crops (use_rot) too: the
     # source tells the degrader which they are, and Pillow's passes run in the stored crop's order.
+    # (margin=0: crops without context, drawn exactly where the paired source draws them)
     hr_dir, lr_dir = write_pairs(tmp_path, 3, scale=SCALE, size=(96, 80), seed=7)
     common = dict(lq_size=16, batch_size=24, use_hflip=True, use_rot=use_rot, seed=3, device="cpu", channels_last=False,
                   cache_budget_bytes=1 << 30 if kind == "cache" else 0, num_workers=0)
     paired = build_crop_source(collect_pairs(str(hr_dir), str(lr_dir)), scale=SCALE, **common)
-    alone = build_hr_crop_source(sorted(hr_dir.iterdir()), _degrader(kind="bicubic"), **common)
+    alone = build_hr_crop_source(sorted(hr_dir.iterdir()), _degrader(kind="bicubic"), margin=0, **common)
     assert paired.kind == alone.kind == kind
     for _ in range(2):
         offline, fly = paired.next_batch(), alone.next_batch()
         assert torch.equal(offline.gt, fly.gt)
         assert torch.equal(offline.lq[..., 2:-2, 2:-2], fly.lq[..., 2:-2, 2:-2])
+
+
+def test_bicubic_with_its_margin_equals_the_offline_lr_everywhere(tmp_path):
+    # With 2 LR px of context (the kernel's reach) the window is the offline LR of the whole image,
+    # edges included, for plain and transposed crops alike.
+    hr_dir, lr_dir = write_pairs(tmp_path, 1, scale=SCALE, size=(96, 80), seed=9)
+    hr = torch.from_numpy(np.array(Image.open(next(hr_dir.iterdir())))).permute(2, 0, 1).float() * (1 / 255)
+    lr = torch.from_numpy(np.array(Image.open(next(lr_dir.iterdir())))).permute(2, 0, 1).float() * (1 / 255)
+    d, p, m = _degrader(kind="bicubic"), 12, 2
+    assert d.margin == m
+    spots = [(0, 0), (3, 7), (20, 30), (40 - p - 2 * m, 48 - p - 2 * m)]  # LR top-left of each crop with its context
+    big = torch.stack([hr[:, y * 2 : (y + p + 2 * m) * 2, x * 2 : (x + p + 2 * m) * 2] for y, x in spots])
+    transposed = torch.tensor([False, True, False, True])
+    big = torch.where(transposed[:, None, None, None], big.transpose(-1, -2), big)
+    lq, gt = d.crop(big, 0, m, transposed)
+    for i, (y, x) in enumerate(spots):
+        want_lq, want_gt = lr[:, y + m : y + m + p, x + m : x + m + p], hr[:, (y + m) * 2 : (y + m + p) * 2, (x + m) * 2 : (x + m + p) * 2]
+        if transposed[i]:
+            want_lq, want_gt = want_lq.transpose(-1, -2), want_gt.transpose(-1, -2)
+        assert torch.equal(lq[i], want_lq) and torch.equal(gt[i], want_gt)
+
+
+def test_realesrgan_window_is_random_per_sample_and_gt_follows():
+    d = _degrader(QUIET)
+    assert d.margin == 8  # traiNNer: a crop 32 HR px larger than gt_size, at ×2
+    hr = _hr(12, 64)
+    lq, gt = d.crop(hr, 0, 8, None)
+    assert lq.shape == (12, 3, 16, 16) and gt.shape == (12, 3, 32, 32)
+    t = d.draws(0, 12, 64, 64, 8)
+    offsets = t[:, [D._COL["win_y"], D._COL["win_x"]]].astype(int)
+    assert offsets.min() >= 0 and offsets.max() <= 16 and len({tuple(o) for o in offsets}) > 6
+    full = d.degrade(hr, 0)  # the same draws, no window
+    for i, (y, x) in enumerate(offsets):
+        assert torch.equal(gt[i], hr[i, :, y * 2 : y * 2 + 32, x * 2 : x * 2 + 32])
+        assert torch.equal(lq[i], full[i, :, y : y + 16, x : x + 16])
 
 
 # ------------------------------------------------------------------------------ HR-only sources ----
@@ -375,15 +411,18 @@ def test_hr_only_source_batches(hr_files, kind):
     source = _hr_source(hr_files, kind)
     lq, gt = source.next_batch()
     assert lq.shape == (8, 3, 12, 12) and gt.shape == (8, 3, 24, 24)
-    assert lq.is_contiguous(memory_format=torch.channels_last)
+    assert lq.is_contiguous(memory_format=torch.channels_last) and gt.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(_levels(lq) * (1 / 255), lq)
-    # the LR is the degradation of these very GT crops, keyed by the sample counter (0 … 7)
-    degrader = source.degrader
-    assert torch.equal(lq, degrader.degrade(gt, 0))
+    # context: 8 LR px asked, the shortest side (34 px: 17 LR px, crops of 12) allows 2
+    assert source.table.margin == 2 and "2 LR px of context" in source.reason
     assert source.state_dict()["samples"] == 8
     if kind == "cache":
         assert "fits" in source.reason and source.lq is None  # only the HR images are held
     source.close()
+    # without context the LR is the degradation of these very GT crops, keyed by the sample counter
+    plain = _hr_source(hr_files, kind, margin=0)
+    lq, gt = plain.next_batch()
+    assert torch.equal(lq, plain.degrader.degrade(gt, 0))
 
 
 @pytest.mark.parametrize("kind", ["cache", "loader"])

@@ -148,6 +148,7 @@ class _CropTable:
     cum: torch.Tensor  # int64 [N]: the same, this image included (sampling is uniform over them)
     nx: torch.Tensor  # int64 [N]: crop positions per row
     hr_only: bool = False  # HR images alone (pairs hold each path twice, lq_wh = gt_wh // scale)
+    margin: int = 0  # HR alone: LR px of context on each side of a crop (lq_size includes 2·margin)
 
     @classmethod
     def scan(cls, pairs: Sequence[Pair], scale: int, lq_size: int, threads: int | None = None) -> _CropTable:
@@ -166,8 +167,12 @@ class _CropTable:
         return cls(pairs, gt_wh, lq_wh, scale, lq_size, cum - nx * ny, cum, nx)
 
     @classmethod
-    def scan_hr(cls, paths: Sequence[str | os.PathLike[str]], scale: int, lq_size: int, threads: int | None = None) -> _CropTable:
-        """HR images alone: every crop position of an lq_size·scale square (at multiples of scale)."""
+    def scan_hr(
+        cls, paths: Sequence[str | os.PathLike[str]], scale: int, lq_size: int, margin: int = 0, threads: int | None = None
+    ) -> _CropTable:
+        """HR images alone: every position (at multiples of scale) of a square of lq_size + 2·margin
+        LR px, i.e. the crop and `margin` px of context on each side for the degradation to see.
+        The margin shrinks to what the smallest image allows (down to none)."""
         if not paths:
             raise AutosrError("the training set has no images", "check dataroot_gt")
         names = [os.fspath(path) for path in paths]
@@ -179,12 +184,14 @@ class _CropTable:
                     f"image {name} ({w}×{h}) is smaller than the HR crop, {crop} px (lq_size {lq_size} × scale {scale})",
                     f"lower lq_size to at most {min(w, h) // scale}, or remove this image",
                 )
+        margin = max(0, min(margin, min((min(w, h) // scale - lq_size) // 2 for w, h in gt_wh)))
+        lq_size += 2 * margin
         lq_wh = [(w // scale, h // scale) for w, h in gt_wh]
         usable = torch.tensor(lq_wh)
         nx, ny = usable[:, 0] - lq_size + 1, usable[:, 1] - lq_size + 1
         cum = torch.cumsum(nx * ny, 0)
         pairs = [Pair(name, name, name) for name in names]
-        return cls(pairs, gt_wh, lq_wh, scale, lq_size, cum - nx * ny, cum, nx, hr_only=True)
+        return cls(pairs, gt_wh, lq_wh, scale, lq_size, cum - nx * ny, cum, nx, hr_only=True, margin=margin)
 
     def decoded_bytes(self) -> int:
         return 3 * sum(w * h for w, h in self.gt_wh + ([] if self.hr_only else self.lq_wh))
@@ -303,13 +310,13 @@ def _hr_degrader(table: _CropTable, spec: CropSpec, degrader: Degrader | None) -
     return degrader
 
 
-def _degrade(degrader: Degrader | None, gt: torch.Tensor, counter: int, transposed_from: int) -> torch.Tensor:
-    """The LR side of an HR batch; its slots from `transposed_from` on hold transposed crops (the
-    batch is sorted by transform code, transposes last)."""
+def _degrade(degrader: Degrader | None, gt: torch.Tensor, counter: int, transposed_from: int, margin: int) -> Batch:
+    """(LR, GT) windows of an HR batch whose crops carry `margin` LR px of context; its slots from
+    `transposed_from` on hold transposed crops (the batch is sorted by transform code, transposes last)."""
     assert degrader is not None
     transposed = torch.arange(gt.shape[0]) >= transposed_from
     with torch.no_grad():
-        return degrader.degrade(gt, counter, transposed)
+        return Batch(*degrader.crop(gt, counter, margin, transposed))
 
 
 class CachedCropSource:
@@ -363,7 +370,8 @@ class CachedCropSource:
         if self.lq is not None:
             lq = self._cut(self.lq, image, y0, x0, p, vflip, groups)
         else:  # HR alone: the LR side made on the device, keyed by the sample counter
-            lq = _degrade(self.degrader, gt, self.samples if self.batches >= 0 else PEEK_COUNTER, bounds[2])
+            counter = self.samples if self.batches >= 0 else PEEK_COUNTER
+            lq, gt = _degrade(self.degrader, gt, counter, bounds[2], self.table.margin)
         self.batches += 1
         self.samples += n
         return Batch(lq, gt)
@@ -715,7 +723,7 @@ class LoaderCropSource:
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
         gt = _to_float(_to_device(gt, self.device), groups, self.spec.channels_last)
         if self.degrader is not None:  # HR alone: degraded here, on the device, batched
-            lq = _degrade(self.degrader, gt, self.samples, bounds[2])
+            lq, gt = _degrade(self.degrader, gt, self.samples, bounds[2], self.table.margin)
         else:
             lq = _to_float(_to_device(lq, self.device), groups, self.spec.channels_last)
         self.batches += 1
@@ -730,7 +738,7 @@ class LoaderCropSource:
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
         gt = _to_float(_to_device(gt, self.device), groups, self.spec.channels_last)
         if self.degrader is not None:
-            return Batch(_degrade(self.degrader, gt, PEEK_COUNTER, bounds[2]), gt)
+            return _degrade(self.degrader, gt, PEEK_COUNTER, bounds[2], self.table.margin)
         return Batch(_to_float(_to_device(lq, self.device), groups, self.spec.channels_last), gt)
 
     def _note_skipped(self, skipped: Sequence[_Skipped]) -> None:
@@ -892,12 +900,19 @@ def build_hr_crop_source(
     mp_context: str | None = None,
     decode_threads: int | None = None,
     crops_per_pair: int = CROPS_PER_PAIR,
+    margin: int | None = None,
 ) -> CropSource:
     """`build_crop_source` for HR images alone: crops of lq_size × scale (scale = degrader.scale)
     whose LR side `degrader` makes on `device` (build it with `Degrader.from_options`; the source
     reseeds it from (seed, rank), so its own seed does not matter). Same cache/loader choice (the
-    cache holds the HR images only), same state, same reasons."""
-    table = _CropTable.scan_hr(hr_files, degrader.scale, lq_size)
+    cache holds the HR images only), same state, same reasons.
+
+    margin: LR px of context cut with each crop on every side and degraded with it, then cut away
+    (None: the degrader's own, `degrader.margin`: realesrgan 16 // scale, as traiNNer degrades a crop
+    32 HR px larger than gt_size and takes a random window of it; bicubic 2, its kernel's reach, so
+    that the LR equals the offline LR of the whole image). It shrinks to what the smallest image allows."""
+    m = degrader.margin if margin is None else margin
+    table = _CropTable.scan_hr(hr_files, degrader.scale, lq_size, m)
     spec = CropSpec(use_hflip, use_rot, seed, _resolve(device), channels_last, rank, world_size)
     return _cached_or_loader(table, spec, degrader, batch_size=batch_size, cache_budget_bytes=cache_budget_bytes,
                              num_workers=num_workers, cache_device=cache_device, host_cache_budget_bytes=host_cache_budget_bytes,
@@ -924,8 +939,10 @@ def _cached_or_loader(
     fallback = ""
     for tier in tiers[:-1]:
         try:
+            reason = tier.reason + (f"; LR made on the device ({degrader.kind}, {table.margin} LR px of context per side)"
+                                    if degrader is not None else "")
             return CachedCropSource(table, spec, batch_size=batch_size, cache_device=tier.where,
-                                    threads=decode_threads, reason=tier.reason, degrader=degrader)
+                                    threads=decode_threads, reason=reason, degrader=degrader)
         except RuntimeError as exc:  # CUDA OOM, or pinned/host memory refused
             if "memory" not in str(exc).lower():
                 raise
@@ -934,5 +951,7 @@ def _cached_or_loader(
                 torch.cuda.empty_cache()
     unit = "image" if table.hr_only else "pair"
     reason = f"{tiers[-1].reason}{fallback}: {num_workers} workers decode and cut {crops_per_pair} crops per decoded {unit}"
+    if degrader is not None:
+        reason += f"; LR made on the device ({degrader.kind}, {table.margin} LR px of context per side)"
     return LoaderCropSource(table, spec, batch_size=batch_size, num_workers=num_workers,
                             crops_per_pair=crops_per_pair, mp_context=mp_context, reason=reason, degrader=degrader)

@@ -86,6 +86,7 @@ class Degrader:
     kind: str = ""
     scale: int = 1
     seed: int = 0  # sample c of a stream draws from (seed, c); a crop source sets it from the run's seed
+    margin: int = 0  # LR px of context on each side that `crop` is given and cuts away (its default)
 
     @staticmethod
     def from_options(kind: str, opts: Mapping[str, Any] | None, scale: int, seed: int) -> Degrader:
@@ -106,6 +107,11 @@ class Degrader:
         samples that are transposed views of their stored crop (use_rot): a degradation that is not
         symmetric under transposition (Pillow's two 8-bit passes) takes them in the stored order, so
         that the LR is the offline LR of the stored crop, transposed."""
+        return self.crop(hr, counter, 0, transposed)[0]
+
+    def crop(self, hr: Tensor, counter: int, margin: int, transposed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(lq, gt) from HR crops with `margin` LR px of context on each side: the LR of the whole
+        crop, then a window of it (side H/scale - 2·margin) and the GT under that window."""
         raise NotImplementedError
 
     def describe(self) -> list[Param]:
@@ -180,18 +186,26 @@ class BicubicDegrader(Degrader):
     """The paired-set recipe: Pillow's antialiased bicubic ×1/scale, no randomness."""
 
     kind = "bicubic"
+    margin = 2  # Pillow's bicubic reaches 2 LR px (2·scale HR px): with this much context the LR
+    # window is what the offline LR of the whole image holds there
 
     def __init__(self, scale: int, seed: int = 0) -> None:
         self.scale, self.seed = scale, seed
 
-    def degrade(self, hr: Tensor, counter: int = 0, transposed: Tensor | None = None) -> Tensor:
+    def crop(self, hr: Tensor, counter: int, margin: int, transposed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The centre window (context on every side: the result does not depend on the margin)."""
         _check_batch(hr, self.scale)
+        fmt = _memory_format(hr)
         size = (hr.shape[-2] // self.scale, hr.shape[-1] // self.scale)
         lq = pil_bicubic_downscale(hr, size)
         if transposed is not None and bool(transposed.any()):
             idx = torch.nonzero(transposed.cpu()).flatten().to(hr.device)
             lq[idx] = pil_bicubic_downscale(hr[idx].transpose(-1, -2), size[::-1]).transpose(-1, -2)
-        return lq.contiguous(memory_format=_memory_format(hr))
+        m, s = margin, self.scale
+        if m:
+            lq = lq[..., m:-m, m:-m]
+            hr = hr[..., m * s : -m * s, m * s : -m * s]
+        return lq.contiguous(memory_format=fmt), hr.contiguous(memory_format=fmt)
 
     def describe(self) -> list[Param]:
         return [
@@ -444,7 +458,7 @@ _DRAWS = (
     *(f"{r}_{d}" for r in ("r1", "r2") for d in ("updown", "factor", "mode")),
     *(f"{n}_{d}" for n in ("n1", "n2") for d in ("gauss", "sigma", "poisson", "gray")),
     "j1_on", "j1_q", "j2_on", "j2_q", "f_mode", "f_order", "ks_on", "ks_size", "ks_omega",
-    "nk1", "nk2", "nk3", "nk4",
+    "nk1", "nk2", "nk3", "nk4", "win_y", "win_x",
 )
 _D = {name: i for i, name in enumerate(_DRAWS)}
 
@@ -460,6 +474,7 @@ _COLUMNS = (
     *(f"{n}_{c}" for n in ("n1", "n2") for c in ("gauss", "sigma", "poisson", "gray")),
     "j1_on", "j1_q", "j2_on", "j2_q", "f_sinc_first", "j2_early", "j2_late",
     "nk1", "nk2", "nk3", "nk4",  # hash keys of the noise fields: n1 Gaussian, n1 Poisson, n2 Gaussian, n2 Poisson
+    "win_y", "win_x",  # the LR window's offset in the degraded crop (0 … 2·margin), traiNNer's paired_random_crop
 )
 _COL = {name: i for i, name in enumerate(_COLUMNS)}
 
@@ -505,7 +520,8 @@ class _Plan:
     n: int
     h: int
     w: int
-    lq: tuple[int, int]
+    lq: tuple[int, int]  # the LR of the whole crop
+    margin: int  # LR px cut from each side (the window is lq - 2·margin)
     canvas1: tuple[int, int]  # after the first resize
     canvas2: tuple[int, int]  # after the second resize
     stages: frozenset[str]
@@ -533,15 +549,17 @@ class RealESRGANDegrader(Degrader):
 
     def __init__(self, opts: dict[str, Any], scale: int, seed: int) -> None:
         self.opts, self.scale, self.seed = opts, scale, seed
+        self.margin = 16 // scale  # traiNNer degrades a crop of gt_size + 32 HR px, then crops gt_size
         self.cuda_graph = True
         self.graph_note = ""
-        self._graphs: dict[tuple[int, int, int, str], _Replay] = {}
+        self._graphs: dict[tuple[int, int, int, int, str], _Replay] = {}
         self._const: dict[tuple[str, str], Tensor] = {}
 
     # ── host: the draws ──
 
-    def draws(self, counter: int, n: int, h: int, w: int) -> np.ndarray:
-        """The parameter table [n, len(_COLUMNS)] of samples counter … counter+n-1 (host, float64)."""
+    def draws(self, counter: int, n: int, h: int, w: int, margin: int = 0) -> np.ndarray:
+        """The parameter table [n, len(_COLUMNS)] of samples counter … counter+n-1 (host, float64),
+        for HR crops of h×w carrying `margin` LR px of context on each side."""
         o = self.opts
         keys = sample_keys(self.seed, counter, n)
         with np.errstate(over="ignore"):
@@ -603,6 +621,8 @@ class RealESRGANDegrader(Degrader):
         put("ks_omega", _between(draw("ks_omega"), (math.pi / 3, math.pi)))
         for key in ("nk1", "nk2", "nk3", "nk4"):
             put(key, (raw[:, _D[key]] & np.uint64(_U32)).astype(np.float64))
+        for key in ("win_y", "win_x"):
+            put(key, np.minimum(np.floor(draw(key) * (2 * margin + 1)), 2 * margin))
         return t
 
     def _kernel_draws(self, u: np.ndarray, t: np.ndarray, k: str, suffix: str) -> None:
@@ -643,7 +663,7 @@ class RealESRGANDegrader(Degrader):
         put("beta", np.where(shape >= 4, beta_p, np.where(shape >= 2, beta_g, 1.0)))
         put("omega", omega)
 
-    def plan(self, n: int, h: int, w: int) -> _Plan:
+    def plan(self, n: int, h: int, w: int, margin: int = 0) -> _Plan:
         """The static shape of the work for a batch of n crops of h×w (see `_Plan`)."""
         o, s = self.opts, self.scale
 
@@ -678,7 +698,7 @@ class RealESRGANDegrader(Degrader):
             keep = r != "f" and (o[f"resize_prob{n_}"][2] > 0 or o[f"resize_range{n_}"][0] >= 1 or o[f"resize_range{n_}"][1] <= 1)
             modes[r] = frozenset(codes | ({_KEEP} if keep else set()))
         usm = int(max(r | 1 for r in range(o["lq_usm_radius_range"][0], o["lq_usm_radius_range"][1] + 1))) if o["lq_usm"] else 0
-        return _Plan(n, h, w, (h // s, w // s), c1, (int(c2[0]), int(c2[1])), frozenset(stages), shapes, modes, usm, gray)
+        return _Plan(n, h, w, (h // s, w // s), margin, c1, (int(c2[0]), int(c2[1])), frozenset(stages), shapes, modes, usm, gray)
 
     def pack(self, table: np.ndarray, plan: _Plan) -> np.ndarray:
         """The batch's host buffer (float64): table, JPEG tables, USM kernels, in `plan.layout` order."""
@@ -689,24 +709,29 @@ class RealESRGANDegrader(Degrader):
 
     # ── device: the pipeline ──
 
-    def degrade(self, hr: Tensor, counter: int, transposed: Tensor | None = None) -> Tensor:
-        # `transposed` does not matter here: every kernel angle is equally likely
+    def crop(self, hr: Tensor, counter: int, margin: int, transposed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """A window at a random offset per sample (traiNNer's paired_random_crop after degrading a
+        crop 32 HR px larger than gt_size). `transposed` does not matter: every kernel angle is
+        equally likely."""
         _check_batch(hr, self.scale)
         n, _, h, w = hr.shape
-        plan = self.plan(n, h, w)
-        host = torch.from_numpy(self.pack(self.draws(counter, n, h, w), plan))
+        if not 0 <= 2 * margin < min(h, w) // self.scale:
+            raise ValueError(f"margin {margin} leaves no window in a {h}×{w} crop at scale {self.scale}")
+        plan = self.plan(n, h, w, margin)
+        host = torch.from_numpy(self.pack(self.draws(counter, n, h, w, margin), plan))
+        fmt = _memory_format(hr)
         with _exact_float32():
-            if hr.device.type == "cuda" and self.cuda_graph:
-                out = self._replay(hr, host, plan)
-                if out is not None:
-                    return out.contiguous(memory_format=_memory_format(hr))
-            buf = (host.pin_memory() if hr.device.type == "cuda" else host).to(hr.device, non_blocking=True)
-            out = self._run(hr, buf, plan)
-        return out.contiguous(memory_format=_memory_format(hr))
+            out = self._replay(hr, host, plan) if hr.device.type == "cuda" and self.cuda_graph else None
+            if out is None:
+                buf = (host.pin_memory() if hr.device.type == "cuda" else host).to(hr.device, non_blocking=True)
+                out = self._run(hr, buf, plan)
+        return out[0].contiguous(memory_format=fmt), out[1].contiguous(memory_format=fmt)
 
-    def _replay(self, hr: Tensor, host: Tensor, plan: _Plan) -> Tensor | None:
-        key = (plan.n, plan.h, plan.w, str(hr.device))
+    def _replay(self, hr: Tensor, host: Tensor, plan: _Plan) -> tuple[Tensor, Tensor] | None:
+        key = (plan.n, plan.h, plan.w, plan.margin, str(hr.device))
         if key not in self._graphs:
+            if len(self._graphs) >= _GRAPHS_KEPT:  # batch-size changes: keep the newest few (each holds its memory)
+                del self._graphs[next(iter(self._graphs))]
             try:
                 self._graphs[key] = _Replay(lambda x, b: self._run(x, b, plan), hr, host)
             except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly, say why
@@ -715,8 +740,9 @@ class RealESRGANDegrader(Degrader):
                 return None
         return self._graphs[key].run(hr, host)
 
-    def _run(self, hr: Tensor, buf: Tensor, plan: _Plan) -> Tensor:
-        """The device work for one batch: hr [N, 3, H, W], buf the packed parameters on the device."""
+    def _run(self, hr: Tensor, buf: Tensor, plan: _Plan) -> tuple[Tensor, Tensor]:
+        """The device work for one batch: hr [N, 3, H, W], buf the packed parameters on the device;
+        (LR window, GT window)."""
         n = plan.n
         parts, at = {}, 0
         for name, shape in plan.layout.items():
@@ -770,7 +796,21 @@ class RealESRGANDegrader(Degrader):
             x = torch.where(on("ks_on"), _filter(x, self._kernels(p, "ks", plan.shapes["ks"]), small), x)
         if "j2" in plan.stages:
             x = torch.where(on("j2_late"), self._jpeg(x, parts["q2"], small), x)
-        return torch.clamp(torch.round(x * 255.0), 0, 255) * (1.0 / 255.0)  # as the sources scale uint8
+        lq = torch.clamp(torch.round(x * 255.0), 0, 255) * (1.0 / 255.0)  # as the sources scale uint8
+        gt = hr.float().contiguous()
+        if not plan.margin:
+            return lq, gt
+        oy, ox = pf[:, _COL["win_y"]].long(), pf[:, _COL["win_x"]].long()
+        window = (plan.lq[0] - 2 * plan.margin, plan.lq[1] - 2 * plan.margin)
+        return self._window(lq, oy, ox, window, 1), self._window(gt, oy, ox, window, self.scale)
+
+    def _window(self, t: Tensor, oy: Tensor, ox: Tensor, size: tuple[int, int], unit: int) -> Tensor:
+        """Each sample's size·unit window at (oy, ox)·unit."""
+        n, c = t.shape[:2]
+        ys = oy[:, None] * unit + self._arange(0, size[0] * unit, t.device)
+        xs = ox[:, None] * unit + self._arange(0, size[1] * unit, t.device)
+        rows = t.gather(2, ys[:, None, :, None].expand(n, c, ys.shape[1], t.shape[3]))
+        return rows.gather(3, xs[:, None, None, :].expand(n, c, ys.shape[1], xs.shape[1]))
 
     def _noise(self, x: Tensor, p: Tensor, pf: Tensor, name: str, sizes: _Sizes, plan: _Plan) -> Tensor:
         colour, gray = plan.gray[name]
@@ -861,11 +901,14 @@ class RealESRGANDegrader(Degrader):
         return head + [Param(k, self.opts[k], spec.meaning) for k, spec in _KEYS.items()]
 
 
+_GRAPHS_KEPT = 3
+
+
 class _Replay:
     """One batch shape's device work captured as a CUDA graph: static input, buffer and output
     tensors; a run copies the crops and the packed parameters in and replays."""
 
-    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], hr: Tensor, host: Tensor) -> None:
+    def __init__(self, fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], hr: Tensor, host: Tensor) -> None:
         self.hr = torch.empty_like(hr, dtype=torch.float32, memory_format=torch.contiguous_format)
         self.buf = torch.empty(host.shape, dtype=host.dtype, device=hr.device)
         self.hr.copy_(hr)
@@ -880,11 +923,11 @@ class _Replay:
         with torch.cuda.graph(self.graph):
             self.out = fn(self.hr, self.buf)
 
-    def run(self, hr: Tensor, host: Tensor) -> Tensor:
+    def run(self, hr: Tensor, host: Tensor) -> tuple[Tensor, Tensor]:
         self.hr.copy_(hr)
         self.buf.copy_(host.pin_memory(), non_blocking=True)
         self.graph.replay()
-        return self.out.clone()
+        return self.out[0].clone(), self.out[1].clone()
 
 
 @contextmanager
