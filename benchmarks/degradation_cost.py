@@ -6,7 +6,9 @@
     python benchmarks/degradation_cost.py --config trainner    # traiNNer-redux's default OTF values
 
 Times, after warm-up, N times each (the device synchronised around each block):
-  degrade  the degradation of one batch of HR crops (lq·scale px) into LR: host draws + device work
+  degrade  the degradation of one batch, as an HR-only crop source runs it: HR crops of
+           (lq + 2·margin)·scale px (the degrader's context margin), the LR of each and its window
+           (Degrader.crop): host draws + device work
   step     one ParagonSR2 training step on a ready batch (forward, L1, backward, AdamW; bf16
            autocast and channels_last on a GPU, fp32 on the CPU: what autosr plans)
   both     degrade then step, as the training loop does: what degrading really adds, overlap included
@@ -90,37 +92,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     degrader = Degrader.from_options(kind, opts, args.scale, seed=0)
     if isinstance(degrader, RealESRGANDegrader):
         degrader.cuda_graph = not args.eager
-    hr = hr_crops(args.batch, args.lq * args.scale, device)
+    margin = degrader.margin
+    big = hr_crops(args.batch, (args.lq + 2 * margin) * args.scale, device)
     fmt = torch.channels_last if cuda else torch.contiguous_format
 
     model = build_network({"type": args.arch, "scale": args.scale}).to(device, memory_format=fmt)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
 
-    def step(lq: torch.Tensor) -> None:
+    def step(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+        lq, gt = pair
         with autocast:
-            loss = F.l1_loss(model(lq.contiguous(memory_format=fmt)).float(), hr)
+            loss = F.l1_loss(model(lq.contiguous(memory_format=fmt)).float(), gt)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    def degrade(i: int) -> torch.Tensor:
-        return degrader.degrade(hr, counter=i * args.batch)
+    def degrade(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return degrader.crop(big, i * args.batch, margin)
 
-    lq = degrade(0)
+    ready = degrade(0)
     for i in range(args.warmup):  # cuDNN autotuning, graph capture, tables
         step(degrade(i))
     t_degrade = _timed(degrade, args.steps, device)
-    t_step = _timed(lambda i: step(lq), args.steps, device)
+    t_step = _timed(lambda i: step(ready), args.steps, device)
     t_both = _timed(lambda i: step(degrade(i)), args.steps, device)
-    t_draws = _timed(lambda i: degrader.draws(i * args.batch, args.batch, hr.shape[2], hr.shape[3]), args.steps, torch.device("cpu")) \
+    side = big.shape[2]
+    t_draws = _timed(lambda i: degrader.draws(i * args.batch, args.batch, side, side, margin), args.steps, torch.device("cpu")) \
         if isinstance(degrader, RealESRGANDegrader) else 0.0
     note = degrader.graph_note if isinstance(degrader, RealESRGANDegrader) else ""
     graph = isinstance(degrader, RealESRGANDegrader) and cuda and degrader.cuda_graph
     return {
         "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
         "torch": torch.__version__, "config": args.config, "arch": args.arch, "batch": args.batch, "lq": args.lq,
-        "scale": args.scale, "steps": args.steps, "cuda_graph": graph, "graph_note": note,
+        "scale": args.scale, "margin": margin, "steps": args.steps, "cuda_graph": graph, "graph_note": note,
         "degrade_ms": 1000 * t_degrade, "host_draws_ms": 1000 * t_draws, "step_ms": 1000 * t_step, "both_ms": 1000 * t_both,
         "degrade_over_step": t_degrade / t_step, "added_to_step": (t_both - t_step) / t_step,
     }
@@ -143,8 +148,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.small:
         args.batch, args.lq, args.steps, args.warmup = 8, 16, min(args.steps, 3), 1
     r = run(args)
+    how = ("CUDA graph" if r["cuda_graph"] else "eager") + (f" · {r['graph_note']}" if r["graph_note"] else "")
     print(f"{r['device']} · torch {r['torch']} · {r['arch']} batch {r['batch']} lq {r['lq']} ×{r['scale']} · "
-          f"config {r['config']} · {'CUDA graph' if r['cuda_graph'] else 'eager'}{' · ' + r['graph_note'] if r['graph_note'] else ''}")
+          f"config {r['config']} · margin {r['margin']} · {how}")
     print(f"degrade {r['degrade_ms']:.2f} ms/batch (host draws {r['host_draws_ms']:.2f} ms) · step {r['step_ms']:.2f} ms · "
           f"degrade then step {r['both_ms']:.2f} ms")
     print(f"degradation / step: {r['degrade_over_step']:.3f} · added to the step: {100 * r['added_to_step']:+.1f}%")
