@@ -667,12 +667,10 @@ class RealESRGANDegrader(Degrader):
         """The static shape of the work for a batch of n crops of h×w (see `_Plan`)."""
         o, s = self.opts, self.scale
 
-        def biggest(side: int, span: tuple[float, float], probs: list[float]) -> int:
-            return max(side, int(math.floor(side * span[1] + 0.5))) if probs[0] > 0 else side
-
-        c1 = (biggest(h, o["resize_range"], o["resize_prob"]), biggest(w, o["resize_range"], o["resize_prob"]))
-        up2 = o["resize_prob2"][0] > 0
-        c2 = tuple(max(c, int(math.floor(side / s * (o["resize_range2"][1] if up2 else 1.0)))) for c, side in zip(c1, (h, w), strict=True))
+        # the largest factor any draw can give (a "down" range above 1 is allowed, if odd)
+        f1, f2 = (max(1.0, *o[key]) for key in ("resize_range", "resize_range2"))
+        c1 = (max(h, int(math.floor(h * f1 + 0.5))), max(w, int(math.floor(w * f1 + 0.5))))
+        c2 = (max(c1[0], int(h / s * f2)), max(c1[1], int(w / s * f2)))
         stages = set()
         if o["thicklines_prob"] > 0:
             stages.add("thick")
@@ -698,7 +696,7 @@ class RealESRGANDegrader(Degrader):
             keep = r != "f" and (o[f"resize_prob{n_}"][2] > 0 or o[f"resize_range{n_}"][0] >= 1 or o[f"resize_range{n_}"][1] <= 1)
             modes[r] = frozenset(codes | ({_KEEP} if keep else set()))
         usm = int(max(r | 1 for r in range(o["lq_usm_radius_range"][0], o["lq_usm_radius_range"][1] + 1))) if o["lq_usm"] else 0
-        return _Plan(n, h, w, (h // s, w // s), margin, c1, (int(c2[0]), int(c2[1])), frozenset(stages), shapes, modes, usm, gray)
+        return _Plan(n, h, w, (h // s, w // s), margin, c1, c2, frozenset(stages), shapes, modes, usm, gray)
 
     def pack(self, table: np.ndarray, plan: _Plan) -> np.ndarray:
         """The batch's host buffer (float64): table, JPEG tables, USM kernels, in `plan.layout` order."""
