@@ -7,6 +7,11 @@ Two sources behind one interface (`CropSource`):
 - `LoaderCropSource`: Pillow decodes in DataLoader workers, for sets too big to cache; each
   decoded pair gives K crops (`CROPS_PER_PAIR`), since decoding is nearly all the cost.
 
+HR alone (`build_hr_crop_source`): both sources cut only HR crops (lq_size × scale) and a
+`Degrader` (autosr.train.degradations) makes the LR side on the training device, batched, after the
+crops are there (the loader: in the main process, after the batch arrives); sample c of the
+stream is degraded from (run seed, rank, c), so the LR stream resumes exactly too.
+
 Both draw crops uniformly over every crop position in the set (so an image's share of the
 batches grows with its area: a 4K photo is not sampled as often as a 200-px thumbnail; the loader's
 K crops of one decode share their image, each still uniform over all positions), and both
@@ -31,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.images import Pair, check_pair, image_size, load_rgb_uint8, usable_lq_size
+from autosr.train.degradations import Degrader
 
 __all__ = [
     "Batch",
@@ -40,6 +46,7 @@ __all__ = [
     "Skip",
     "UnreadableSet",
     "build_crop_source",
+    "build_hr_crop_source",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -140,6 +147,8 @@ class _CropTable:
     first: torch.Tensor  # int64 [N]: number of crop positions in the images before this one
     cum: torch.Tensor  # int64 [N]: the same, this image included (sampling is uniform over them)
     nx: torch.Tensor  # int64 [N]: crop positions per row
+    hr_only: bool = False  # HR images alone (pairs hold each path twice, lq_wh = gt_wh // scale)
+    margin: int = 0  # HR alone: LR px of context on each side of a crop (lq_size includes 2·margin)
 
     @classmethod
     def scan(cls, pairs: Sequence[Pair], scale: int, lq_size: int, threads: int | None = None) -> _CropTable:
@@ -157,8 +166,35 @@ class _CropTable:
         cum = torch.cumsum(nx * ny, 0)
         return cls(pairs, gt_wh, lq_wh, scale, lq_size, cum - nx * ny, cum, nx)
 
+    @classmethod
+    def scan_hr(
+        cls, paths: Sequence[str | os.PathLike[str]], scale: int, lq_size: int, margin: int = 0, threads: int | None = None
+    ) -> _CropTable:
+        """HR images alone: every position (at multiples of scale) of a square of lq_size + 2·margin
+        LR px, i.e. the crop and `margin` px of context on each side for the degradation to see.
+        The margin shrinks to what the smallest image allows (down to none)."""
+        if not paths:
+            raise AutosrError("the training set has no images", "check dataroot_gt")
+        names = [os.fspath(path) for path in paths]
+        gt_wh = list(_ordered_map(image_size, names, threads or _default_threads()))
+        crop = lq_size * scale
+        for name, (w, h) in zip(names, gt_wh, strict=True):
+            if min(w, h) < crop:
+                raise AutosrError(
+                    f"image {name} ({w}×{h}) is smaller than the HR crop, {crop} px (lq_size {lq_size} × scale {scale})",
+                    f"lower lq_size to at most {min(w, h) // scale}, or remove this image",
+                )
+        margin = max(0, min(margin, min((min(w, h) // scale - lq_size) // 2 for w, h in gt_wh)))
+        lq_size += 2 * margin
+        lq_wh = [(w // scale, h // scale) for w, h in gt_wh]
+        usable = torch.tensor(lq_wh)
+        nx, ny = usable[:, 0] - lq_size + 1, usable[:, 1] - lq_size + 1
+        cum = torch.cumsum(nx * ny, 0)
+        pairs = [Pair(name, name, name) for name in names]
+        return cls(pairs, gt_wh, lq_wh, scale, lq_size, cum - nx * ny, cum, nx, hr_only=True, margin=margin)
+
     def decoded_bytes(self) -> int:
-        return 3 * sum(w * h for w, h in self.gt_wh + self.lq_wh)
+        return 3 * sum(w * h for w, h in self.gt_wh + ([] if self.hr_only else self.lq_wh))
 
     def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n crop positions, uniform over all of them: (image index, y0, x0) in LQ pixels."""
@@ -254,6 +290,35 @@ class _FlatImages:
         return self._rows[size]
 
 
+# ---------------------------------------------------------------------- HR alone: LR on the fly ----
+
+# The degradation keys of sample c are _mix(_mix(seed, _DEGRADE_STREAM, rank), c): apart from the crop
+# stream's draws, and per rank. Peeks degrade from a counter training never reaches.
+_DEGRADE_STREAM = 6
+PEEK_COUNTER = 1 << 62
+
+
+def _hr_degrader(table: _CropTable, spec: CropSpec, degrader: Degrader | None) -> Degrader | None:
+    """The source's degrader, seeded from the run's seed and rank (None for paired sets)."""
+    if not table.hr_only:
+        return None
+    if degrader is None:
+        raise ValueError("a source of HR images alone needs a degrader")
+    if degrader.scale != table.scale:
+        raise ValueError(f"the degrader's scale {degrader.scale} is not the crop table's {table.scale}")
+    degrader.seed = _mix(spec.seed, _DEGRADE_STREAM, spec.rank)
+    return degrader
+
+
+def _degrade(degrader: Degrader | None, gt: torch.Tensor, counter: int, transposed_from: int, margin: int) -> Batch:
+    """(LR, GT) windows of an HR batch whose crops carry `margin` LR px of context; its slots from
+    `transposed_from` on hold transposed crops (the batch is sorted by transform code, transposes last)."""
+    assert degrader is not None
+    transposed = torch.arange(gt.shape[0]) >= transposed_from
+    with torch.no_grad():
+        return Batch(*degrader.crop(gt, counter, margin, transposed))
+
+
 class CachedCropSource:
     """Crops cut from decoded images held in memory: one gather and one fused pass per side.
 
@@ -275,16 +340,19 @@ class CachedCropSource:
         cache_device: torch.device | None = None,
         threads: int | None = None,
         reason: str = "",
+        degrader: Degrader | None = None,
     ) -> None:
         self.spec, self.device = spec, spec.device
         store = _resolve(cache_device) if cache_device is not None else self.device
         pin = store.type == "cpu" and self.device.type == "cuda"
         self.table, self.reason = table, reason
         self._codes = torch.tensor(spec.codes)
-        self.lq = _FlatImages([lq for _, lq in table.pairs], table.lq_wh, store, pin)
+        self.degrader = _hr_degrader(table, spec, degrader)
+        self.lq = None if table.hr_only else _FlatImages([lq for _, lq in table.pairs], table.lq_wh, store, pin)
         self.gt = _FlatImages([gt for gt, _ in table.pairs], table.gt_wh, store, pin)
         for side in (self.lq, self.gt):
-            side.fill(threads or _default_threads())
+            if side is not None:
+                side.fill(threads or _default_threads())
         self.batch_size = batch_size
         self.batches = self.samples = 0
 
@@ -298,8 +366,12 @@ class CachedCropSource:
         counts = torch.bincount(codes >> 1, minlength=4).tolist()
         bounds = np.cumsum([0, *counts]).tolist()
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if counts[k]]
-        lq = self._cut(self.lq, image, y0, x0, p, vflip, groups)
         gt = self._cut(self.gt, image, y0 * s, x0 * s, p * s, vflip, groups)
+        if self.lq is not None:
+            lq = self._cut(self.lq, image, y0, x0, p, vflip, groups)
+        else:  # HR alone: the LR side made on the device, keyed by the sample counter
+            counter = self.samples if self.batches >= 0 else PEEK_COUNTER
+            lq, gt = _degrade(self.degrader, gt, counter, bounds[2], self.table.margin)
         self.batches += 1
         self.samples += n
         return Batch(lq, gt)
@@ -355,6 +427,7 @@ class CachedCropSource:
         self.batch_size = int(state.get("batch_size", self.batch_size))
         # The run's seed wins over this build's (a random seed is drawn anew at every start).
         self.spec = replace(self.spec, seed=int(state.get("seed", self.spec.seed)))
+        self.degrader = _hr_degrader(self.table, self.spec, self.degrader)
         # A state saved by the other kind (another machine, another budget) is accepted: the stream
         # then goes on from the same counters but is not the one the first run would have drawn.
         self.batches, self.samples = int(state["batches"]), int(state["samples"])
@@ -515,8 +588,10 @@ class _BatchDataset(Dataset):
         lq_wh: list[tuple[int, int]],
         scale: int,
         stream: _UnitStream,
+        hr_only: bool = False,
     ) -> None:
         self.pairs, self.gt_wh, self.lq_wh, self.scale, self.stream = pairs, gt_wh, lq_wh, scale, stream
+        self.hr_only = hr_only  # decode GT only; the LQ batch comes back empty
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -532,7 +607,7 @@ class _BatchDataset(Dataset):
         start, size = item
         p, s = self.stream.lq_size, self.scale
         units, counts = self.stream.batch(start, size)
-        lq_out = np.empty((size, p, p, 3), dtype=np.uint8)
+        lq_out = np.empty((0,) if self.hr_only else (size, p, p, 3), dtype=np.uint8)
         gt_out = np.empty((size, p * s, p * s, 3), dtype=np.uint8)
         skipped: list[_Skipped] = []
         first_unit = start // self.stream.crops_per_pair
@@ -540,21 +615,22 @@ class _BatchDataset(Dataset):
             lq, gt, crops = self._readable_unit(first_unit + i, image, crops, skipped)
             for slot, y0, x0, code in crops:
                 rows = slice(None, None, -1 if code & 1 else 1)
-                lq_out[slot] = lq[y0 : y0 + p, x0 : x0 + p][rows]
+                if lq is not None:
+                    lq_out[slot] = lq[y0 : y0 + p, x0 : x0 + p][rows]
                 gt_out[slot] = gt[y0 * s : (y0 + p) * s, x0 * s : (x0 + p) * s][rows]
             del lq, gt  # one decoded pair alive at a time
         return torch.from_numpy(lq_out), torch.from_numpy(gt_out), torch.tensor(counts), skipped
 
     def _readable_unit(
         self, u: int, image: int, crops: list[tuple[int, int, int, int]], skipped: list[_Skipped]
-    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
+    ) -> tuple[np.ndarray | None, np.ndarray, list[tuple[int, int, int, int]]]:
         """Unit u's pair decoded (LQ, GT, crops). A pair that became unreadable after the start
         (deleted, truncated, replaced) goes into `skipped` and the unit is drawn again elsewhere:
         the worker reports, the main process decides whether the run may go on."""
         for attempt in range(1, MAX_REDRAWS + 1):
             gt_path, lq_path = self.pairs[image]
             try:
-                lq = self._decode(lq_path, self.lq_wh[image])
+                lq = None if self.hr_only else self._decode(lq_path, self.lq_wh[image])
                 return lq, self._decode(gt_path, self.gt_wh[image]), crops
             except AutosrError as exc:
                 skipped.append((image, exc.message))  # the hint is the run's to give: restore, or stop
@@ -594,9 +670,11 @@ class LoaderCropSource:
         prefetch_factor: int = 4,
         mp_context: str | None = None,
         reason: str = "",
+        degrader: Degrader | None = None,
     ) -> None:
         self.spec, self.device = spec, spec.device
         self.table, self.reason = table, reason
+        self.degrader = _hr_degrader(table, spec, degrader)
         self.num_workers, self.prefetch_factor, self.mp_context = num_workers, prefetch_factor, mp_context
         self._dataset = self._make_dataset(crops_per_pair)
         self.batch_size = batch_size
@@ -617,7 +695,7 @@ class LoaderCropSource:
         usable = [usable_lq_size(g, q, t.scale) for g, q in zip(t.gt_wh, t.lq_wh, strict=True)]
         sp = self.spec
         stream = _UnitStream(t.cum.tolist(), usable, t.lq_size, sp.codes, sp.seed, sp.rank, sp.world_size, crops_per_pair)
-        return _BatchDataset(t.pairs, t.gt_wh, t.lq_wh, t.scale, stream)
+        return _BatchDataset(t.pairs, t.gt_wh, t.lq_wh, t.scale, stream, hr_only=t.hr_only)
 
     def _start(self) -> Iterator:
         # Built lazily: a load_state_dict right after construction starts workers only once.
@@ -643,8 +721,11 @@ class LoaderCropSource:
         self._note_skipped(skipped)
         bounds = np.cumsum([0, *counts.tolist()]).tolist()
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
-        lq = _to_float(_to_device(lq, self.device), groups, self.spec.channels_last)
         gt = _to_float(_to_device(gt, self.device), groups, self.spec.channels_last)
+        if self.degrader is not None:  # HR alone: degraded here, on the device, batched
+            lq, gt = _degrade(self.degrader, gt, self.samples, bounds[2], self.table.margin)
+        else:
+            lq = _to_float(_to_device(lq, self.device), groups, self.spec.channels_last)
         self.batches += 1
         self.samples += lq.shape[0]
         return Batch(lq, gt)
@@ -655,8 +736,10 @@ class LoaderCropSource:
         self._note_skipped(skipped)
         bounds = np.cumsum([0, *counts.tolist()]).tolist()
         groups = [(bounds[k], bounds[k + 1], 2 * k) for k in range(4) if bounds[k + 1] > bounds[k]]
-        return Batch(_to_float(_to_device(lq, self.device), groups, self.spec.channels_last),
-                     _to_float(_to_device(gt, self.device), groups, self.spec.channels_last))
+        gt = _to_float(_to_device(gt, self.device), groups, self.spec.channels_last)
+        if self.degrader is not None:
+            return _degrade(self.degrader, gt, PEEK_COUNTER, bounds[2], self.table.margin)
+        return Batch(_to_float(_to_device(lq, self.device), groups, self.spec.channels_last), gt)
 
     def _note_skipped(self, skipped: Sequence[_Skipped]) -> None:
         """Record the pairs a batch was drawn around; stop once too many of the set are gone."""
@@ -706,6 +789,7 @@ class LoaderCropSource:
         if k != self.crops_per_pair or seed != self.spec.seed:
             self.spec = replace(self.spec, seed=seed)
             self._dataset = self._make_dataset(k)
+            self.degrader = _hr_degrader(self.table, self.spec, self.degrader)
 
     def close(self) -> None:
         shutdown = getattr(self._iter, "_shutdown_workers", None)
@@ -791,19 +875,83 @@ def build_crop_source(
     """
     table = _CropTable.scan(pairs_gt_lq, scale, lq_size)
     spec = CropSpec(use_hflip, use_rot, seed, _resolve(device), channels_last, rank, world_size)
+    return _cached_or_loader(table, spec, None, batch_size=batch_size, cache_budget_bytes=cache_budget_bytes,
+                             num_workers=num_workers, cache_device=cache_device, host_cache_budget_bytes=host_cache_budget_bytes,
+                             mp_context=mp_context, decode_threads=decode_threads, crops_per_pair=crops_per_pair)
+
+
+def build_hr_crop_source(
+    hr_files: Sequence[str | os.PathLike[str]],
+    degrader: Degrader,
+    *,
+    lq_size: int,
+    batch_size: int,
+    use_hflip: bool,
+    use_rot: bool,
+    seed: int,
+    device: str | torch.device,
+    channels_last: bool,
+    cache_budget_bytes: int | None,
+    num_workers: int,
+    rank: int = 0,
+    world_size: int = 1,
+    cache_device: str | torch.device | None = None,
+    host_cache_budget_bytes: int | None = None,
+    mp_context: str | None = None,
+    decode_threads: int | None = None,
+    crops_per_pair: int = CROPS_PER_PAIR,
+    margin: int | None = None,
+) -> CropSource:
+    """`build_crop_source` for HR images alone: crops of lq_size × scale (scale = degrader.scale)
+    whose LR side `degrader` makes on `device` (build it with `Degrader.from_options`; the source
+    reseeds it from (seed, rank), so its own seed does not matter). Same cache/loader choice (the
+    cache holds the HR images only), same state, same reasons.
+
+    margin: LR px of context cut with each crop on every side and degraded with it, then cut away
+    (None: the degrader's own, `degrader.margin`: realesrgan 16 // scale, as traiNNer degrades a crop
+    32 HR px larger than gt_size and takes a random window of it; bicubic 2, its kernel's reach, so
+    that the LR equals the offline LR of the whole image). It shrinks to what the smallest image allows."""
+    m = degrader.margin if margin is None else margin
+    table = _CropTable.scan_hr(hr_files, degrader.scale, lq_size, m)
+    spec = CropSpec(use_hflip, use_rot, seed, _resolve(device), channels_last, rank, world_size)
+    return _cached_or_loader(table, spec, degrader, batch_size=batch_size, cache_budget_bytes=cache_budget_bytes,
+                             num_workers=num_workers, cache_device=cache_device, host_cache_budget_bytes=host_cache_budget_bytes,
+                             mp_context=mp_context, decode_threads=decode_threads, crops_per_pair=crops_per_pair)
+
+
+def _cached_or_loader(
+    table: _CropTable,
+    spec: CropSpec,
+    degrader: Degrader | None,
+    *,
+    batch_size: int,
+    cache_budget_bytes: int | None,
+    num_workers: int,
+    cache_device: str | torch.device | None,
+    host_cache_budget_bytes: int | None,
+    mp_context: str | None,
+    decode_threads: int | None,
+    crops_per_pair: int,
+) -> CropSource:
+    """The decoded set cached if it fits a budget (best tier first), else the worker loader."""
     cache_at = _resolve(cache_device) if cache_device is not None else None
     tiers = plan_cache_tiers(table.decoded_bytes(), spec.device, cache_budget_bytes or 0, host_cache_budget_bytes, cache_at)
     fallback = ""
     for tier in tiers[:-1]:
         try:
+            reason = tier.reason + (f"; LR made on the device ({degrader.kind}, {table.margin} LR px of context per side)"
+                                    if degrader is not None else "")
             return CachedCropSource(table, spec, batch_size=batch_size, cache_device=tier.where,
-                                    threads=decode_threads, reason=tier.reason)
+                                    threads=decode_threads, reason=reason, degrader=degrader)
         except RuntimeError as exc:  # CUDA OOM, or pinned/host memory refused
             if "memory" not in str(exc).lower():
                 raise
             fallback = f"; the cache did not fit after all ({str(exc).splitlines()[0][:120]})"
             if tier.where is not None and tier.where.type == "cuda":
                 torch.cuda.empty_cache()
-    reason = f"{tiers[-1].reason}{fallback}: {num_workers} workers decode and cut {crops_per_pair} crops per decoded pair"
+    unit = "image" if table.hr_only else "pair"
+    reason = f"{tiers[-1].reason}{fallback}: {num_workers} workers decode and cut {crops_per_pair} crops per decoded {unit}"
+    if degrader is not None:
+        reason += f"; LR made on the device ({degrader.kind}, {table.margin} LR px of context per side)"
     return LoaderCropSource(table, spec, batch_size=batch_size, num_workers=num_workers,
-                            crops_per_pair=crops_per_pair, mp_context=mp_context, reason=reason)
+                            crops_per_pair=crops_per_pair, mp_context=mp_context, reason=reason, degrader=degrader)
