@@ -69,6 +69,15 @@ def _check_finite_tree(value: Any, where: str) -> None:
             _check_finite_tree(item, f"{where}[{i}]")
 
 
+def _fork_number(value: Any, spec: Any) -> Any:
+    """In the fork's free-form sections a number may be written as text ('1e-6': YAML reads it as a
+    string); the fork converts it with float()/int(), so autosr reads it as that number."""
+    if isinstance(value, str) and isinstance(spec, Scalar) and spec.kind in (int, float) and _looks_numeric(value):
+        number = float(value)
+        return int(number) if spec.kind is int and number.is_integer() else number
+    return value
+
+
 def _looks_numeric(text: str, *, finite: bool = True) -> bool:
     try:
         return math.isfinite(float(text)) or not finite
@@ -118,10 +127,12 @@ def check(value: Any, spec: Any, where: str) -> Any:
     out = {}
     for key, item in value.items():
         if key not in spec.keys:
-            raise AutosrError(
-                f"{where}: unknown key '{key}'{did_you_mean(str(key), spec.keys)}",
-                "remove it or fix its spelling (traiNNer-redux rejects unknown keys too)",
-            )
+            why = ("the fork ignores unknown keys in this section, autosr refuses them so that a typo is not lost"
+                   if spec.fork_free_form else "traiNNer-redux rejects unknown keys too")
+            raise AutosrError(f"{where}: unknown key '{key}'{did_you_mean(str(key), spec.keys)}",
+                              f"remove it or fix its spelling ({why})")
+        if spec.fork_free_form:
+            item = _fork_number(item, spec.keys[key])
         out[key] = check(item, spec.keys[key], f"{where}.{key}" if where else key)
     for key in spec.required:
         if key not in out:
@@ -336,11 +347,24 @@ def validate(tree: Any, source: Path | str = "config", *, need_training: bool = 
     if not isinstance(tree, dict):
         raise AutosrError(f"{source}: expected a YAML mapping at the top level", "is this an autosr/traiNNer config?")
     try:
-        data = check(tree, ROOT, "")
+        data = check(_registry_names(tree), ROOT, "")
         _check_rules(data, need_training)
     except AutosrError as exc:
         raise AutosrError(f"{source}: {exc.message}", exc.hint) from None
     return RunConfig(data=data, source=Path(source))
+
+
+def _registry_names(tree: dict[str, Any]) -> dict[str, Any]:
+    """Type names as traiNNer's registries match them: lower-cased (`PairedImageDataset`,
+    `ParagonSR2_Nano` and `MUNet` are `pairedimagedataset`, `paragonsr2_nano`, `munet`)."""
+    out = dict(tree)
+    for net in ("network_g", "network_d"):
+        if isinstance(out.get(net), dict) and isinstance(out[net].get("type"), str):
+            out[net] = {**out[net], "type": out[net]["type"].lower()}
+    if isinstance(out.get("datasets"), dict):
+        out["datasets"] = {name: ({**d, "type": d["type"].lower()} if isinstance(d, dict) and isinstance(d.get("type"), str) else d)
+                           for name, d in out["datasets"].items()}
+    return out
 
 
 def _check_rules(data: dict[str, Any], need_training: bool) -> None:

@@ -64,6 +64,9 @@ class Struct:
     keys: dict[str, Any]
     required: tuple[str, ...] = ()
     free: bool = False  # free mappings (network_g) are checked by their owner, not here
+    # The fork's free-form sections (a dict it reads with float()/int()): numbers written as text
+    # ('1e-6', which YAML reads as a string) are numbers there, and an unknown key is ignored there.
+    fork_free_form: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,12 @@ VAL_DATASET = Struct(
     required=("name", "type", "dataroot_gt", "dataroot_lq"),
 )
 
+def _FreeForm(keys: dict[str, Any], required: tuple[str, ...] = ()) -> Struct:  # noqa: N802  (reads like Struct)
+    return Struct(keys, required, fork_free_form=True)
+
+
 # DLS and automation ranges: the same as autosr/schedule/calibration.py checks when it reads them.
-DLS = Struct(
+DLS = _FreeForm(
     {
         "enabled": BOOL,
         "auto_calibrate": BOOL,
@@ -150,18 +157,18 @@ DLS = Struct(
         "baseline_iterations": COUNT1,
         "enable_monitoring": BOOL,
         # per-phase values (docs/scheduler.md): used as they are in that phase, like top-level keys
-        "phases": Struct({
-            phase: Struct({"momentum": FRACTION, "adaptation_rate": ranged(float, 0, 0.5, lo_open=True, hi_open=True),
+        "phases": _FreeForm({
+            phase: _FreeForm({"momentum": FRACTION, "adaptation_rate": ranged(float, 0, 0.5, lo_open=True, hi_open=True),
                            "max_weight": ranged(float, 1)})
             for phase in ("warmup", "early", "middle", "late")
         }),
     }
 )
 
-AUTOMATIONS = Struct(
+AUTOMATIONS = _FreeForm(
     {
         "enabled": BOOL,
-        "IntelligentLearningRateScheduler": Struct(
+        "IntelligentLearningRateScheduler": _FreeForm(
             {
                 "enabled": BOOL,
                 "monitor_loss": BOOL,
@@ -172,7 +179,7 @@ AUTOMATIONS = Struct(
                 "max_lr_factor": ranged(float, 1, 2),
             }
         ),
-        "DynamicBatchSizeOptimizer": Struct(
+        "DynamicBatchSizeOptimizer": _FreeForm(
             {
                 "enabled": BOOL,
                 "target_vram_usage": ranged(float, 0, 1, lo_open=True),
@@ -181,33 +188,40 @@ AUTOMATIONS = Struct(
                 "max_batch_size": COUNT1,
             }
         ),
-        "AdaptiveGradientClipping": Struct(
+        "AdaptiveGradientClipping": _FreeForm(
             {"enabled": BOOL, "initial_threshold": ranged(float, 0.1, 10), "calibration_steps": COUNT1,
              "percentile": ranged(float, 0, 100, lo_open=True)}  # 0.95 and 95 both mean p95
         ),
-        "IntelligentEarlyStopping": Struct(
+        "IntelligentEarlyStopping": _FreeForm(
             {"enabled": BOOL, "patience": COUNT1, "min_improvement": NONNEG, "monitor_metric": STR}
         ),
-        "AdaptiveValidationFrequency": Struct({"enabled": BOOL, "min_freq": COUNT1, "max_freq": COUNT1}),
+        "AdaptiveValidationFrequency": _FreeForm({"enabled": BOOL, "min_freq": COUNT1, "max_freq": COUNT1}),
     }
 )
 
 FORK_SECTIONS = ("dynamic_loss_scheduling", "training_automations")
 
+OPTIMIZER = Struct(
+    {
+        "type": Scalar(str, choices=("AdamW", "Adam")),
+        "lr": ranged(float, 0, 1, lo_open=True),  # (0, 1]: Adam(W) diverges far below 1
+        "weight_decay": NONNEG,
+        "betas": ListOf(FRACTION, min_len=2),
+        "eps": POSITIVE,
+        "fused": BOOL,
+    },
+    required=("type", "lr"),
+)
+
 TRAIN = Struct(
     {
         "total_iter": COUNT1,
-        "optim_g": Struct(
-            {
-                "type": Scalar(str, choices=("AdamW", "Adam")),
-                "lr": ranged(float, 0, 1, lo_open=True),  # (0, 1]: Adam(W) diverges far below 1
-                "weight_decay": NONNEG,
-                "betas": ListOf(FRACTION, min_len=2),
-                "eps": POSITIVE,
-                "fused": BOOL,
-            },
-            required=("type", "lr"),
-        ),
+        "optim_g": OPTIMIZER,
+        "optim_d": OPTIMIZER,  # the discriminator's (GAN training: network_d)
+        # upstream's adaptive_d: pause D updates while the smoothed G adversarial loss rises
+        "adaptive_d": BOOL,
+        "adaptive_d_ema_decay": FRACTION,
+        "adaptive_d_threshold": ranged(float, 1),
         "scheduler": Struct(
             {
                 "type": Scalar(str, choices=("MultiStepLR", "CosineAnnealingLR")),
@@ -268,6 +282,9 @@ PATH = Struct(
         "pretrain_network_g": OPT_STR,
         "param_key_g": OPT_STR,
         "strict_load_g": BOOL,
+        "pretrain_network_d": OPT_STR,
+        "param_key_d": OPT_STR,
+        "strict_load_d": BOOL,
         "resume_state": OPT_STR,
     }
 )
@@ -287,6 +304,9 @@ ROOT = Struct(
         "use_compile": BOOL,
         "compile_mode": Scalar(str, choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")),
         "network_g": FreeMap(required=("type",)),
+        "network_d": FreeMap(required=("type",)),  # checked by autosr.archs.discriminators
+        # the fork's: its own VRAM manager's settings; autosr's memory probe and batch back-off decide instead
+        "auto_vram_management": FreeMap(),
         "datasets": MapOf((("train", TRAIN_DATASET), ("val", VAL_DATASET))),
         "train": TRAIN,
         "val": VAL,
@@ -314,6 +334,12 @@ DEFAULTS: dict[str, Any] = {
     "path.pretrain_network_g": None,
     "path.param_key_g": None,  # autosr: params_ema, else params, else the whole file
     "path.strict_load_g": True,
+    "path.pretrain_network_d": None,
+    "path.param_key_d": None,  # autosr: params, else the whole file
+    "path.strict_load_d": True,
+    "train.adaptive_d": False,
+    "train.adaptive_d_ema_decay": 0.999,
+    "train.adaptive_d_threshold": 1.02,
     "path.resume_state": None,
     "datasets.train.meta_info": None,
     "datasets.train.num_worker_per_gpu": None,  # autosr decides (cores per GPU)
