@@ -34,6 +34,7 @@ from autosr.train import distributed, runlock
 from autosr.train.budget import TimeBudget
 from autosr.train.data import CropSource
 from autosr.train.fidelity import FidelityObjective
+from autosr.train.gan import GANObjective
 from autosr.train.hooks import Automation, RunInfo
 from autosr.train.inputs import build_data
 from autosr.train.launch import launch_note
@@ -316,8 +317,10 @@ def build_trainer(cfg: RunConfig, run_dir: Path | None, dist: DistInfo, journal:
 
 
 def build_objective(s: Settings, torch_setup: TorchSetup, dist: DistInfo) -> Objective:
-    """What one step computes: fidelity training (the generator and its losses)."""
-    return FidelityObjective(s, torch_setup.device, torch_setup.precision, dist)
+    """What one step computes: GAN training when the config has a discriminator (network_d), else
+    fidelity training (the generator and its losses)."""
+    kind = GANObjective if s.gan is not None else FidelityObjective
+    return kind(s, torch_setup.device, torch_setup.precision, dist)
 
 
 def build_schedule(s: Settings, run: RunInfo) -> tuple[list[Automation], list[str]]:

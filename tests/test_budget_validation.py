@@ -40,13 +40,13 @@ def budget_trainer(tmp_path, pair_set, monkeypatch, *, budget_s: float, val_s: f
     journal = Journal(tmp_path / "events.jsonl")
     trainer = build_trainer(load_config(config), tmp_path / "run", DistInfo(), journal, quiet=True,
                       budget=TimeBudget(budget_s, clock=clock))
-    real_step = trainer.objective.step_model
+    real_step = trainer.objective.g.step_model
 
     def timed_step(x: torch.Tensor) -> torch.Tensor:
         clock.t += STEP_S
         return real_step(x)
 
-    trainer.objective.step_model = timed_step
+    trainer.objective.g.step_model = timed_step
     assert trainer.validator is not None
     validator = trainer.validator
     validator.images = validator.images[:1]  # the real validation is not what is timed here

@@ -33,7 +33,7 @@ def test_everything_on_with_constructed_situations(tmp_path, pair_set):
                                                       "AdaptiveValidationFrequency", "DynamicBatchSizeOptimizer"}
     # 1. the card is too small for batch 8 (out of memory above 6); 2. steps 40–52 diverge
     nan = NaNAfter(trainer.objective.model, lambda call: 40 <= call <= 52)
-    trainer.objective.step_model = FakeOOM(nan, limit=6)
+    trainer.objective.g.step_model = FakeOOM(nan, limit=6)
     # 3. the validation metric is flat: no improvement after the first validation
     real = trainer.validator.run if trainer.validator else None
     assert real is not None

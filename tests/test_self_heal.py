@@ -41,7 +41,7 @@ def test_a_non_finite_step_is_skipped_and_counted(tmp_path, pair_set):
             before.update({k: v.clone() for k, v in trainer.objective.model.state_dict().items()})
         return call == 5
 
-    trainer.objective.step_model = NaNAfter(trainer.objective.model, bad)
+    trainer.objective.g.step_model = NaNAfter(trainer.objective.model, bad)
     assert trainer.fit() == 0 and trainer.iteration == 12
     assert finite(trainer.objective.model) and int(trainer.skipped) == 1
     assert any(e["key"] == "skipped_steps" and e["new"] == 1 for e in journal.records)
@@ -52,7 +52,7 @@ def test_a_diverging_run_rolls_back_with_a_lower_lr_then_stops(tmp_path, pair_se
                                                    "logger.save_checkpoint_freq=10"])
     journal = Journal(tmp_path / "events.jsonl")
     trainer = build_trainer(load_config(config), tmp_path / "run", DistInfo(), journal, quiet=True, automations=[])
-    trainer.objective.step_model = NaNAfter(trainer.objective.model, lambda call: call > 12)  # every step from the 13th diverges
+    trainer.objective.g.step_model = NaNAfter(trainer.objective.model, lambda call: call > 12)  # every step from the 13th diverges
     assert trainer.fit() == 0
     rollbacks = [e for e in journal.records if e["key"] == "rollback"]
     assert len(rollbacks) == MAX_ROLLBACKS

@@ -162,7 +162,7 @@ def test_oom_backs_off_the_batch_and_the_run_goes_on(tmp_path, pair_set):
     config = make_config(tmp_path, pair_set, 6, ["val.val_enabled=false"])
     journal = Journal(tmp_path / "events.jsonl")
     trainer = trainer_for(config, journal)
-    trainer.objective.step_model = FakeOOM(trainer.objective.model, limit=6)
+    trainer.objective.g.step_model = FakeOOM(trainer.objective.model, limit=6)
     assert trainer.fit() == 0 and trainer.iteration == 6
     assert trainer.batch_size == 6 and trainer.source.batch_size == 6
     changes = [(e["old"], e["new"]) for e in journal.records if e["key"] == "batch_size"]

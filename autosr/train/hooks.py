@@ -125,6 +125,9 @@ class Controls(Protocol):
     def set_val_freq(self, val_freq: int, reason: str) -> None:
         """Validate every val_freq iterations from now on."""
 
+    def set_knob(self, name: str, value: float, reason: str) -> None:
+        """Turn one of the objective's own knobs (a GAN's d_lr_scale, d_every), bounded by it."""
+
     def stop(self, reason: str) -> None:
         """End the run after this step (checkpoint and best model kept)."""
 

@@ -313,7 +313,7 @@ class Trainer:
         started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        context = StepContext(accum=self.accum, clip_threshold=self.clip_threshold if self.clip else None,
+        context = StepContext(iteration=self.iteration + 1, accum=self.accum, clip_threshold=self.clip_threshold if self.clip else None,
                               world_size=self.dist.world_size)
         out = self.objective.step(self.source.next_batch, context)
         bad = (~out.finite).long()  # a skipped step: counted on the device, read at log points
@@ -547,6 +547,14 @@ class Trainer:
         old = self.vals.freq
         reason += self.vals.change_freq(self.iteration, self.total_iter, val_freq)
         self._event("automation", "val_freq", old, val_freq, reason)
+
+    def set_knob(self, name: str, value: float, reason: str) -> None:
+        old = self.objective.knobs.get(name)
+        if old is None:
+            self._event("automation", name, None, "not applied", f"{reason} (the {self.objective.name} objective has no {name})")
+            return
+        new = self.objective.set_knob(name, value)
+        self._event("automation", name, old, new, reason)
 
     def stop(self, reason: str) -> None:
         self.stop_reason = reason

@@ -27,6 +27,7 @@ from autosr.train.setup import Note
 class StepContext:
     """What the loop decides for the coming step."""
 
+    iteration: int  # the step's number, counted from 1 (what scheduled loss weights are a function of)
     accum: int  # micro-batches per step (gradient accumulation)
     clip_threshold: float | None  # clip the gradient norm to this; None: clipping is off
     world_size: int
@@ -52,6 +53,7 @@ class Objective(Protocol):
     name: str
     loss_weights: Tensor
     notes: list[Note]
+    knobs: dict[str, float]  # what the runtime scheduler may turn besides the loop's (a GAN's D side); may be empty
 
     @property
     def terms(self) -> Sequence[LossTerm]:
@@ -70,6 +72,9 @@ class Objective(Protocol):
 
     def set_lr(self, factor: float) -> float:
         """Every optimiser's learning rate = its configured one × factor; returns the generator's."""
+
+    def set_knob(self, name: str, value: float) -> float:
+        """Turn one of `knobs` (bounded); returns the value taken. KeyError for a name it does not have."""
 
     def zero_grad(self) -> None:
         """Drop the gradients of a step cut short (out of memory, lost data)."""

@@ -115,6 +115,19 @@ class PretrainSettings:
 
 
 @dataclass(frozen=True)
+class GanSettings:
+    """The discriminator side of GAN training (network_d, optim_d, upstream's adaptive_d)."""
+
+    network_d: dict[str, Any]
+    optimizer: OptimizerSettings
+    pretrain: PretrainSettings
+    adaptive_d: bool
+    adaptive_d_ema_decay: float
+    adaptive_d_threshold: float
+    optimizer_note: str  # where optim_d's values came from ("" when the config sets it)
+
+
+@dataclass(frozen=True)
 class Settings:
     name: str
     scale: int
@@ -138,6 +151,7 @@ class Settings:
     pretrain: PretrainSettings
     resume_state: str | None
     source: str = field(default="config")
+    gan: GanSettings | None = None  # GAN training: the config has network_d
 
     @property
     def total_iter(self) -> int:
@@ -206,16 +220,8 @@ def build_settings(cfg: RunConfig) -> Settings:
     )
 
     total_iter = get("train.total_iter")
-    optim = get("train.optim_g") or {}
-    lr = float(optim.get("lr", DEFAULTS["train.optim_g.lr"]))
-    kind = optim.get("type", "AdamW")
-    betas = optim.get("betas", DEFAULTS["train.optim_g.betas"])
-    optimizer = OptimizerSettings(
-        type=kind, lr=lr, betas=(float(betas[0]), float(betas[1])),
-        eps=float(optim.get("eps", DEFAULTS["train.optim_g.eps"])),
-        weight_decay=float(optim.get("weight_decay", 1e-2 if kind == "AdamW" else 0.0)),  # torch's defaults
-        fused=optim.get("fused"),
-    )
+    optimizer = _optimizer(get("train.optim_g") or {}, DEFAULTS["train.optim_g.lr"])
+    lr = optimizer.lr
     sched = get("train.scheduler") or {}
     t_max = sched.get("T_max", total_iter)
     schedule = ScheduleSettings(
@@ -263,6 +269,37 @@ def build_settings(cfg: RunConfig) -> Settings:
         pretrain=PretrainSettings(get("path.pretrain_network_g"), get("path.param_key_g"), get("path.strict_load_g")),
         resume_state=get("path.resume_state"),
         source=str(cfg.source),
+        gan=_gan_settings(cfg, get),
+    )
+
+
+def _optimizer(optim: dict[str, Any], default_lr: float) -> OptimizerSettings:
+    kind = optim.get("type", "AdamW")
+    betas = optim.get("betas", DEFAULTS["train.optim_g.betas"])
+    return OptimizerSettings(
+        type=kind, lr=float(optim.get("lr", default_lr)), betas=(float(betas[0]), float(betas[1])),
+        eps=float(optim.get("eps", DEFAULTS["train.optim_g.eps"])),
+        weight_decay=float(optim.get("weight_decay", 1e-2 if kind == "AdamW" else 0.0)),  # torch's defaults
+        fused=optim.get("fused"),
+    )
+
+
+# optim_d when network_d is set without it: every upstream GAN template's (docs/losses.md; realistic.md).
+OPTIM_D_TEMPLATE: dict[str, Any] = {"type": "AdamW", "lr": 1e-4, "weight_decay": 0.0, "betas": [0.9, 0.99]}
+
+
+def _gan_settings(cfg: RunConfig, get: _Reader) -> GanSettings | None:
+    network_d = cfg.data.get("network_d")
+    if not network_d:
+        return None
+    optim = get("train.optim_d")
+    note = "" if optim else ("train.optim_d is not set: upstream traiNNer-redux's GAN templates' AdamW lr 1e-4, "
+                             "weight_decay 0, betas [0.9, 0.99]")
+    return GanSettings(
+        network_d=dict(network_d), optimizer=_optimizer(optim or OPTIM_D_TEMPLATE, OPTIM_D_TEMPLATE["lr"]),
+        pretrain=PretrainSettings(get("path.pretrain_network_d"), get("path.param_key_d"), get("path.strict_load_d")),
+        adaptive_d=bool(get("train.adaptive_d")), adaptive_d_ema_decay=float(get("train.adaptive_d_ema_decay")),
+        adaptive_d_threshold=float(get("train.adaptive_d_threshold")), optimizer_note=note,
     )
 
 
