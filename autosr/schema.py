@@ -196,6 +196,10 @@ AUTOMATIONS = _FreeForm(
             {"enabled": BOOL, "patience": COUNT1, "min_improvement": NONNEG, "monitor_metric": STR}
         ),
         "AdaptiveValidationFrequency": _FreeForm({"enabled": BOOL, "min_freq": COUNT1, "max_freq": COUNT1}),
+        # autosr's own (the fork has none; it logs an unknown automation and goes on)
+        "GANBalance": _FreeForm({"enabled": BOOL, "d_loss_floor": ranged(float, 0, 1, lo_open=True, hi_open=True),
+                                 "logit_gap": POSITIVE, "cooldown": COUNT1, "psnr_drop_db": POSITIVE,
+                                 "hf_ratio_max": ranged(float, 1, lo_open=True), "max_rollbacks": COUNT0}),
     }
 )
 

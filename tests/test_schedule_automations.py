@@ -16,7 +16,7 @@ from autosr.schedule.grad_clip import AdaptiveGradientClipping
 from autosr.schedule.lr_plateau import IntelligentLearningRateScheduler
 from autosr.schedule.registry import AUTOMATIONS
 from autosr.schedule.testing import FakeControls, make_run, step_stats, val_stats
-from autosr.train.hooks import RunInfo
+from autosr.train.hooks import LossInfo, RunInfo
 
 GiB = 2**30
 
@@ -291,9 +291,12 @@ def scripted(auto: Any, controls: FakeControls, first: int, last: int) -> None:
     jumps = auto.name == "AdaptiveValidationFrequency"
     for it in range(first, last + 1):
         loss = plateau_loss(it)
+        # GANBalance: a D whose loss falls from chance towards 0 while its logits part (it overpowers G)
+        d_loss, gap = 1.386 * max(0.02, 1 - it / 300), it / 100
+        extras = {"l_d_real": d_loss / 2, "l_d_fake": d_loss / 2, "out_d_real": gap / 2, "out_d_fake": -gap / 2}
         auto.after_step(step_stats(it, {"l1": loss, "ssim": loss}, grad_norm=0.5 + it * 0.002 + (it % 7) * 0.1,
                                     lr_scale=controls.lr_scale, clip_threshold=controls.clip_threshold,
-                                    batch_size=controls.batch_size or 16, peak_memory_bytes=GiB), controls)
+                                    batch_size=controls.batch_size or 16, peak_memory_bytes=GiB, extras=extras), controls)
         if it % 100 == 0:
             psnr = 30.0 + (0.5 * (it // 300) if jumps else min(it, 400) / 1000)
             auto.after_validation(val_stats(it, psnr), controls)
@@ -304,7 +307,8 @@ def test_state_dict_round_trip_continues_identically(name: str) -> None:
     cls = AUTOMATIONS[name]
     section = {"plateau_patience": 100, "patience": 200, "max_batch_size": 64, "calibration_steps": 50}
     section = {k: v for k, v in section.items() if k in cls.options}
-    run = make_run(total_iter=1200, val_freq=100)
+    gan = {"has_gan": True, "losses": (LossInfo("l1", "l1loss", 1.0), LossInfo("gan", "ganloss", 0.1))} if name == "GANBalance" else {}
+    run = make_run(total_iter=1200, val_freq=100, **gan)
 
     def fresh(info: RunInfo) -> tuple[Any, FakeControls]:
         auto, controls = cls(section, info), FakeControls()
@@ -316,7 +320,7 @@ def test_state_dict_round_trip_continues_identically(name: str) -> None:
     first, c2 = fresh(run)
     scripted(first, c2, 1, 600)
     state = first.state_dict()
-    resumed = make_run(total_iter=1200, val_freq=100, resumed=True, start_iter=600)
+    resumed = make_run(total_iter=1200, val_freq=100, resumed=True, start_iter=600, **gan)
     second, c3 = cls(section, resumed), FakeControls(lr_scale=c2.lr_scale, clip_threshold=c2.clip_threshold,
                                                       batch_size=c2.batch_size, val_freq=c2.val_freq)
     second.load_state_dict(state)

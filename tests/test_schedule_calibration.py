@@ -155,7 +155,7 @@ def test_registry_is_the_one_list_and_matches_the_schema_and_plan() -> None:
     from autosr import schema
     from autosr.plan import planner
 
-    assert registry.AUTOMATION_NAMES == planner.AUTOMATIONS
+    assert (*planner.AUTOMATIONS, *planner.GAN_AUTOMATIONS) == registry.AUTOMATION_NAMES
     assert set(schema.AUTOMATIONS.keys) - {"enabled"} == set(registry.AUTOMATION_NAMES)
     for name, cls in registry.AUTOMATIONS.items():
         assert set(schema.AUTOMATIONS.keys[name].keys) - {"enabled"} == set(cls.options), name

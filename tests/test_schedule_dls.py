@@ -275,3 +275,45 @@ def test_per_phase_yaml_values_are_checked_by_the_schema() -> None:
         validate(tree({"late": {"max_weight": 0.5}}), "t.yml")
     with pytest.raises(AutosrError, match="did you mean 'momentum'"):
         validate(tree({"late": {"momentun": 0.5}}), "t.yml")
+
+
+def _gan_run(rise: float) -> tuple[DynamicLossScheduling, FakeControls, torch.Tensor]:
+    """l1 + perceptual from the start, ganloss from iteration 300 (its start_iter), its value rising by
+    `rise`× its start over the 700 iterations after (D winning); ±5% noise. Returns DLS, its controls and
+    the weights just before the switch."""
+    losses = (LossInfo("l1", "l1loss", 1.0), LossInfo("perceptual", "perceptualloss", 0.05),
+              LossInfo("gan", "ganloss", 0.1, starts_late=True))
+    dls, controls = start(make_run(losses=losses, has_gan=True))
+    rng = random.Random(3)
+
+    def at(it: int) -> dict[str, float]:
+        noise = lambda: 1 + 0.1 * (rng.random() - 0.5)  # noqa: E731
+        values = {"l1": 0.05 * noise(), "perceptual": 0.4 * noise()}
+        if it >= 300:
+            values["gan"] = 0.7 * (1 + rise * (it - 300) / 700) * noise()
+        return values
+
+    feed(dls, controls, at, 1, 299)
+    before = controls.weights.clone()
+    feed(dls, controls, at, 300, 300)
+    smoothed = dls.smoothed()
+    assert smoothed is not None and float(smoothed[2]) == pytest.approx(0.7, rel=0.06)  # its own value, not the placeholder 1
+    feed(dls, controls, at, 301, 1000)
+    return dls, controls, before
+
+
+def test_the_adversarial_weight_moves_when_that_loss_rises_after_it_switches_on() -> None:
+    """DLS is gentle by design (adaptation rate 0.015, the GAN threshold ×1.5): a G adversarial loss that
+    rises 4× over 700 iterations loses ~6% of its weight relative to the steady terms, against ~0.1% when it
+    stays flat; the overall scale Σ w·S stays that of the configured weights."""
+    dls, controls, before = _gan_run(rise=3.0)
+    after = controls.weights
+    relative = float((after[2] / after[0]) / (before[2] / before[0]))
+    assert relative < 0.97, (before, after)
+    s = dls.smoothed()
+    assert s is not None
+    assert float((after * s).sum()) == pytest.approx(float((torch.tensor([1.0, 0.05, 0.1]) * s).sum()), rel=1e-5)
+    assert dls.state_dict()["observed"] == [1.0, 1.0, 1.0]
+    _, flat, flat_before = _gan_run(rise=0.0)
+    flat_relative = float((flat.weights[2] / flat.weights[0]) / (flat_before[2] / flat_before[0]))
+    assert abs(flat_relative - 1) < 0.005, flat_relative

@@ -54,6 +54,7 @@ AUTOMATIONS = (
     "IntelligentEarlyStopping",
     "AdaptiveValidationFrequency",
 )
+GAN_AUTOMATIONS = ("GANBalance",)  # planned for realistic (GAN) runs only
 
 
 @dataclass(frozen=True)

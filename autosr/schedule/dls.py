@@ -77,6 +77,9 @@ class DynamicLossScheduling(ScheduledAutomation):
         self._base: torch.Tensor | None = None
         self._index: torch.Tensor | None = None
         self._missing: torch.Tensor | None = None
+        self._observed: torch.Tensor | None = None  # bool per term: observed at least once
+        # terms that may be absent at first (a scheduled start_iter): only then the first-observation check
+        self._late_terms = run is not None and any(loss.starts_late for loss in run.losses)
 
     @classmethod
     def calibrate(cls, section: Mapping[str, Any], run: RunInfo) -> DLSSettings:
@@ -149,8 +152,16 @@ class DynamicLossScheduling(ScheduledAutomation):
             self._S = torch.where(finite, loss, torch.ones_like(loss))
             self._V = torch.zeros_like(loss)
             self._M = torch.ones_like(loss)
+            self._observed = finite
             level = self._S
         else:
+            assert self._observed is not None
+            if self._late_terms:
+                # a term seen for the first time (a GAN term switched on at its start_iter) starts at its
+                # own value, not at the placeholder 1 it held while absent
+                first = finite & ~self._observed
+                self._S = torch.where(first, loss, self._S)
+                self._observed = self._observed | finite
             level = torch.where(finite, loss, self._S)  # a non-finite loss is not observed
             smoothed = torch.lerp(self._S, level, a)  # a·L + (1−a)·S
             self._V = torch.lerp(self._V, smoothed - self._S, 1.0 - m)  # m·V + (1−m)·ΔS
@@ -263,6 +274,8 @@ class DynamicLossScheduling(ScheduledAutomation):
             self._V = torch.tensor(pending["V"], dtype=torch.float32, device=device)
             self._M = torch.tensor(pending["M"], dtype=torch.float32, device=device)
             self._hist = torch.tensor(pending["hist"], dtype=torch.float32, device=device)
+            observed = pending.get("observed", [1.0] * n)  # checkpoints before it: every term seen
+            self._observed = torch.tensor(observed, dtype=torch.float32, device=device) > 0
         else:
             self._S = torch.ones(n, dtype=torch.float32, device=device)  # replaced by the first observation
             self._V = torch.zeros(n, dtype=torch.float32, device=device)
@@ -285,6 +298,8 @@ class DynamicLossScheduling(ScheduledAutomation):
         }
         if self._S is not None and self._V is not None and self._M is not None and self._hist is not None:
             state.update(S=self._S.tolist(), V=self._V.tolist(), M=self._M.tolist(), hist=self._hist.tolist())
+            if self._observed is not None:
+                state["observed"] = [float(x) for x in self._observed.tolist()]
         elif self._pending is not None:
             state.update(self._pending)
         return state
@@ -304,7 +319,7 @@ class DynamicLossScheduling(ScheduledAutomation):
         self.seen, self._pending, self._pending_names = 0, None, None
         if "S" in state:
             self.seen = int(state.get("seen", 0))
-            self._pending = {k: [float(x) for x in state[k]] for k in ("S", "V", "M", "hist")}
+            self._pending = {k: [float(x) for x in state[k]] for k in ("S", "V", "M", "hist", "observed") if k in state}
             self._pending_names = names
             if self.names and names != self.names:
                 self._drop_state(names)

@@ -16,6 +16,7 @@ from autosr.schedule.batch_size import DynamicBatchSizeOptimizer
 from autosr.schedule.calibration import DLS_NAME, dls_enabled
 from autosr.schedule.dls import DynamicLossScheduling
 from autosr.schedule.early_stop import IntelligentEarlyStopping
+from autosr.schedule.gan_balance import GANBalance
 from autosr.schedule.grad_clip import AdaptiveGradientClipping
 from autosr.schedule.lr_plateau import IntelligentLearningRateScheduler
 from autosr.schedule.val_freq import AdaptiveValidationFrequency
@@ -30,6 +31,7 @@ AUTOMATIONS: dict[str, type[ScheduledAutomation]] = {
         AdaptiveGradientClipping,
         IntelligentEarlyStopping,
         AdaptiveValidationFrequency,
+        GANBalance,
     )
 }
 AUTOMATION_NAMES: tuple[str, ...] = tuple(AUTOMATIONS)

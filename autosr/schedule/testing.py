@@ -41,6 +41,7 @@ class FakeControls:
     val_freq: int = 0
     stopped: str | None = None
     weights: Any = None
+    knobs: dict[str, float] = field(default_factory=dict)
 
     def set_loss_weights(self, weights: torch.Tensor, reason: str) -> None:
         self.weights = weights
@@ -61,6 +62,13 @@ class FakeControls:
     def set_val_freq(self, val_freq: int, reason: str) -> None:
         self.val_freq = val_freq
         self.calls.append(Call("set_val_freq", (val_freq,), reason))
+
+    def set_knob(self, name: str, value: float, reason: str) -> None:
+        self.knobs[name] = value
+        self.calls.append(Call("set_knob", (name, value), reason))
+
+    def roll_back(self, requester: str, reason: str) -> None:
+        self.calls.append(Call("roll_back", (requester,), reason))
 
     def stop(self, reason: str) -> None:
         self.stopped = reason
@@ -91,7 +99,7 @@ def make_run(**changes: Any) -> RunInfo:
 
 def step_stats(iteration: int, losses: dict[str, float], *, grad_norm: float = 1.0, clip_threshold: float | None = None,
                batch_size: int = 16, peak_memory_bytes: int | None = None, lr_scale: float = 1.0,
-               weights: list[float] | None = None, phase: str = "middle") -> StepStats:
+               weights: list[float] | None = None, phase: str = "middle", extras: dict[str, float] | None = None) -> StepStats:
     """One step's statistics as small CPU tensors."""
     import torch
 
@@ -104,6 +112,7 @@ def step_stats(iteration: int, losses: dict[str, float], *, grad_norm: float = 1
         weights=torch.tensor(weights if weights is not None else [1.0] * max(1, len(values))),
         batch_size=batch_size, step_seconds=0.01, peak_memory_bytes=peak_memory_bytes, phase=phase,
         lr=1e-4 * lr_scale, lr_scale=lr_scale, clip_threshold=clip_threshold,
+        extras={k: torch.tensor(float(v)) for k, v in (extras or {}).items()},
     )
 
 

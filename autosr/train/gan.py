@@ -37,7 +37,9 @@ from autosr.train.settings import GanSettings, Settings
 from autosr.train.setup import DistInfo, Note, Precision, build_optimizer
 
 # The knobs the runtime scheduler may turn (Controls.set_knob), with their bounds.
-KNOBS = {"d_lr_scale": (0.05, 1.0), "d_every": (1, 8)}
+# d_lr_scale: D's learning rate × this; d_every: D steps every k-th iteration; adv_scale: the adversarial
+# and feature-matching weights × this (lowered after G degenerated and was rolled back).
+KNOBS = {"d_lr_scale": (0.05, 1.0), "d_every": (1, 8), "adv_scale": (0.05, 1.0)}
 
 
 class GANObjective:
@@ -76,7 +78,7 @@ class GANObjective:
         self.base_lrs_d = [g["lr"] for g in self.optimizer_d.param_groups]
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
         self.loss_weights = torch.tensor([t.weight for t in self.terms], dtype=torch.float32, device=device)
-        self.knobs: dict[str, float] = {"d_lr_scale": 1.0, "d_every": 1}
+        self.knobs: dict[str, float] = {"d_lr_scale": 1.0, "d_every": 1, "adv_scale": 1.0}
         self.adaptive = gan.adaptive_d, gan.adaptive_d_ema_decay, gan.adaptive_d_threshold
         self.g_gan_ema: float | None = None  # adaptive_d's smoothed adversarial loss (host: its decision skips work)
         self._lr_factor = 1.0
@@ -108,7 +110,8 @@ class GANObjective:
                 sr = step_model(lq)
                 total, values = generator_loss(self.terms, self.loss_weights, ctx.iteration, sr, lq, gt,
                                                ema_model=self.g.ema.module if self.g.ema is not None else None,
-                                               net_d=self.d, gan_loss=self.gan_loss)
+                                               net_d=self.d, gan_loss=self.gan_loss,
+                                               adversarial_scale=self.knobs["adv_scale"])
             self.g.scaler.scale(total / ctx.accum).backward()
             total_sum = total.detach() / ctx.accum if total_sum is None else total_sum + total.detach() / ctx.accum
             for name, value in values.items():

@@ -110,12 +110,14 @@ class Generator:
 
 def generator_loss(terms: Sequence[LossTerm], weights: Tensor, iteration: int, sr: Tensor, lq: Tensor, gt: Tensor, *,
                    ema_model: nn.Module | None = None, net_d: nn.Module | None = None,
-                   gan_loss: GANLoss | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                   gan_loss: GANLoss | None = None, adversarial_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
     """Σ weight × schedule factor × term over the terms that are on at `iteration` (a scheduled term at
     factor 0 is not computed), and each unweighted term (detached). Pixel and perceptual terms read
     (sr, gt); ldlloss also the EMA generator's output; the adversarial and feature-matching terms D's
-    logits and features (D frozen by the caller: the gradient reaches the generator through sr)."""
-    factors = [t.schedule.factor(iteration) if t.schedule is not None else 1.0 for t in terms]
+    logits and features (D frozen by the caller: the gradient reaches the generator through sr);
+    `adversarial_scale` (the GAN balance automation's, after a rollback) multiplies those two."""
+    factors = [(t.schedule.factor(iteration) if t.schedule is not None else 1.0)
+               * (adversarial_scale if t.kind in ("adversarial", "feature_matching") else 1.0) for t in terms]
     active = [i for i, f in enumerate(factors) if f > 0]
     kinds = {terms[i].kind for i in active}
     sr32 = sr.float()

@@ -33,6 +33,7 @@ class LossInfo:
     name: str  # the term's name in statistics and controls ("l1", "ssim")
     type: str  # traiNNer type name, lower case ("l1loss")
     base_weight: float  # the configured loss_weight
+    starts_late: bool = False  # a scheduled term (start_iter) that is not computed at first: absent from stats until then
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,10 @@ class Controls(Protocol):
 
     def set_knob(self, name: str, value: float, reason: str) -> None:
         """Turn one of the objective's own knobs (a GAN's d_lr_scale, d_every), bounded by it."""
+
+    def roll_back(self, requester: str, reason: str) -> None:
+        """From a validation: back to the checkpoint of the best validation (else the latest before now),
+        after this validation. `requester` (the automation's name) keeps its own state across it."""
 
     def stop(self, reason: str) -> None:
         """End the run after this step (checkpoint and best model kept)."""

@@ -106,6 +106,7 @@ class Trainer:
         self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
         self.bad_run = torch.zeros((), dtype=torch.long, device=self.device)
         self.rollbacks = 0
+        self._rollback_request: tuple[str, str] | None = None
         self._ranks_agree_said = False
         tb_dir = self.folder.tb if (self.folder and s.use_tb_logger) else None
         self.progress = Progress(self.total_iter, enabled=dist.is_main and not quiet, tb_dir=tb_dir)
@@ -138,7 +139,8 @@ class Trainer:
         return RunInfo(
             total_iter=self.total_iter, warmup_iter=max(0, self.s.schedule.warmup_iter), arch=self.s.network["type"],
             variant=self.s.network["type"].removeprefix("paragonsr2_"), scale=self.s.scale,
-            losses=tuple(LossInfo(t_.name, t_.type, t_.weight) for t_ in terms),
+            losses=tuple(LossInfo(t_.name, t_.type, t_.weight, t_.schedule is not None and t_.schedule.factor(1) == 0)
+                         for t_ in terms),
             has_gan=any(t_.type == "ganloss" for t_ in terms),
             tier=TierInfo(tier, t.vram_target, t.safety_margin, t.lr_patience, t.clip_start, t.early_stop_patience, vram),
             complexity=self.complexity(), world_size=self.dist.world_size, batch_size=self.batch_size,
@@ -348,17 +350,48 @@ class Trainer:
             self.stop(f"{why}: the model keeps diverging (lower train.optim_g.lr; the best model is kept)")
             self.bad_run.zero_()
             return
-        lr_scale, rollbacks, skipped, at = self.lr_scale, self.rollbacks, self.skipped.clone(), self.iteration
-        self.load_state(ckpt.load_training_state(latest))
+        lr_scale, at = self.lr_scale, self.iteration
+        self._restore(latest)
         self.lr_scale = max(LR_FACTOR_BOUNDS[0], lr_scale * 0.5)
+        self._event("trainer", "rollback", at, self.iteration,
+                    f"{bad} non-finite steps in a row: back to {latest.name}, LR scale {lr_scale:g} → {self.lr_scale:g} "
+                    f"(rollback {self.rollbacks} of at most {MAX_ROLLBACKS})")
+
+    def _restore(self, path: Path, keep: Sequence[str] = ()) -> None:
+        """Load an earlier checkpoint of this run; the healing counters, and the state of the automations
+        named in `keep`, stay as they are now (they must remember that they rolled back)."""
+        rollbacks, skipped = self.rollbacks, self.skipped.clone()
+        kept = {a.name: a.state_dict() for a in self.automations if a.name in keep}
+        self.load_state(ckpt.load_training_state(path))
         self.rollbacks, self.skipped = rollbacks, skipped
+        for automation in self.automations:
+            if automation.name in kept:
+                automation.load_state_dict(kept[automation.name])
         self.bad_run.zero_()
         if self.folder is not None and self.dist.is_main:
             self.metrics_log.close()
             rewrite_jsonl(self.folder.metrics, up_to(self.iteration))
-        self._event("trainer", "rollback", at, self.iteration,
-                    f"{bad} non-finite steps in a row: back to {latest.name}, LR scale {lr_scale:g} → {self.lr_scale:g} "
-                    f"(rollback {rollbacks} of at most {MAX_ROLLBACKS})")
+
+    def _apply_rollback_request(self) -> None:
+        """An automation's roll_back (asked for at a validation, decided on rank 0, broadcast): back to the
+        checkpoint of the best validation, else the latest before now."""
+        requester, reason = self._rollback_request or ("", "")
+        self._rollback_request = None
+        store = ckpt.CheckpointStore(self.run_dir, clean=False) if self.run_dir is not None else None
+        target = None
+        if store is not None:
+            best = store.best_iter
+            if best is not None and best < self.iteration and store.state_path(best).is_file():
+                target = store.state_path(best)
+            else:
+                target = next((p for it in reversed(store.iterations()) if it < self.iteration
+                               and (p := store.state_path(it)).is_file()), None)
+        if target is None:
+            self._event("automation", "rollback", self.iteration, "not applied", f"{reason} (no earlier checkpoint of this run)")
+            return
+        at = self.iteration
+        self._restore(target, keep=[requester])
+        self._event("automation", "rollback", at, self.iteration, f"{reason}: back to {target.name}")
 
     def _set_lr(self) -> float:
         factor = self.s.schedule.factor(self.iteration, self.total_iter) * self.lr_scale
@@ -412,6 +445,8 @@ class Trainer:
         if self.validator is not None:
             self._validate_main()
         self._sync_knobs()
+        if self._rollback_request is not None:
+            self._apply_rollback_request()
 
     def _validate_main(self) -> None:
         assert self.validator is not None
@@ -447,12 +482,19 @@ class Trainer:
         rank takes rank 0's knobs here, at the same iteration, so ranks never diverge."""
         if self.dist.world_size == 1:
             return
+        names = sorted(self.objective.knobs)
         knobs = distributed.broadcast_floats(
             [self.lr_scale, self.clip_threshold, float(self.clip), float(self.vals.freq),
-             float(self.stop_reason is not None), *map(float, self.vals.plan.state())], self.device)
+             float(self.stop_reason is not None), *map(float, self.vals.plan.state()),
+             float(self._rollback_request is not None), *(self.objective.knobs[n] for n in names)], self.device)
         distributed.broadcast_(self.loss_weights)
         if not self.dist.is_main:
-            lr_scale, clip_threshold, clip, val_freq, stop, planned_vals, anchor_it, anchor_k = knobs
+            lr_scale, clip_threshold, clip, val_freq, stop, planned_vals, anchor_it, anchor_k, rollback = knobs[:9]
+            for name, value in zip(names, knobs[9:], strict=True):
+                if value != self.objective.knobs[name]:
+                    self.objective.set_knob(name, value)
+            if rollback:
+                self._rollback_request = ("", "rank 0 rolled back")
             self.lr_scale, self.clip_threshold, self.clip = lr_scale, clip_threshold, bool(clip)
             self.vals.plan.load((int(planned_vals), int(anchor_it), int(anchor_k)))
             if int(val_freq) != self.vals.freq:
@@ -487,6 +529,7 @@ class Trainer:
             "lr": lr, "lr_scale": self.lr_scale, "batch_size": self.batch_size,
             **({"grad_clip_threshold": self.clip_threshold} if self.clip else {}),
             **{f"dynamic_weight_{t.name}": float(w) for t, w in zip(self.objective.terms, self.loss_weights.tolist(), strict=True)},
+            **{f"knob_{k}": float(v) for k, v in self.objective.knobs.items()},
             **self.progress.rates(self.iteration, self.batch_size * self.accum * self.dist.world_size),
         }
         if stats.peak_memory_bytes is not None:
@@ -555,6 +598,9 @@ class Trainer:
             return
         new = self.objective.set_knob(name, value)
         self._event("automation", name, old, new, reason)
+
+    def roll_back(self, requester: str, reason: str) -> None:
+        self._rollback_request = (requester, reason)  # applied after the validation, on every rank
 
     def stop(self, reason: str) -> None:
         self.stop_reason = reason
