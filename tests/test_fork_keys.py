@@ -271,3 +271,13 @@ def test_the_forks_configs_use_the_aliases_and_unused_keys_this_covers(tmp_path:
     assert {"intelligent_learning_rate_scheduler", "adaptive_gradient_clipping", "DynamicBatchAndPatchSizeOptimizer"} <= spellings
     assert {"min_lq_size", "max_lq_size", "adjustment_frequency", "vram_history_size",
             "convergence_threshold", "convergence_log_frequency"} <= reported
+
+
+def test_docs_name_every_spelling_and_every_unused_key() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "scheduler.md").read_text(encoding="utf-8")
+    section = text.split("## The fork's names and keys", 1)[1].split("\n## ", 1)[0]
+    for spelling in fork_keys.all_spellings():
+        assert f"`{spelling}`" in section, spelling
+    for keys in UNUSED.values():
+        for key in keys:
+            assert f"`{key}`" in section, key
