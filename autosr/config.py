@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from autosr.errors import AutosrError, did_you_mean
+from autosr.fork_keys import AUTOMATIONS_SECTION, all_spellings, canonical_automation
 from autosr.schema import FORK_SECTIONS, ROOT, Either, FreeMap, ListOf, MapOf, Scalar, Struct
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
@@ -71,10 +72,15 @@ def _check_finite_tree(value: Any, where: str) -> None:
 
 def _fork_number(value: Any, spec: Any) -> Any:
     """In the fork's free-form sections a number may be written as text ('1e-6': YAML reads it as a
-    string); the fork converts it with float()/int(), so autosr reads it as that number."""
-    if isinstance(value, str) and isinstance(spec, Scalar) and spec.kind in (int, float) and _looks_numeric(value):
-        number = float(value)
-        return int(number) if spec.kind is int and number.is_integer() else number
+    string), and a count as a whole float (100.0); the fork converts with float()/int(float()), so
+    autosr reads it as that number. A fraction where a count is due stays an error (int() would cut it)."""
+    if not (isinstance(spec, Scalar) and spec.kind in (int, float)) or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)
+        return int(value) if spec.kind is int and value.is_integer() else value
+    if spec.kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
@@ -127,10 +133,7 @@ def check(value: Any, spec: Any, where: str) -> Any:
     out = {}
     for key, item in value.items():
         if key not in spec.keys:
-            why = ("the fork ignores unknown keys in this section, autosr refuses them so that a typo is not lost"
-                   if spec.fork_free_form else "traiNNer-redux rejects unknown keys too")
-            raise AutosrError(f"{where}: unknown key '{key}'{did_you_mean(str(key), spec.keys)}",
-                              f"remove it or fix its spelling ({why})")
+            raise AutosrError(f"{where}: unknown key '{key}'{did_you_mean(str(key), spec.keys)}", _unknown_hint(spec.fork_free_form))
         if spec.fork_free_form:
             item = _fork_number(item, spec.keys[key])
         out[key] = check(item, spec.keys[key], f"{where}.{key}" if where else key)
@@ -138,6 +141,67 @@ def check(value: Any, spec: Any, where: str) -> Any:
         if key not in out:
             raise AutosrError(f"{where or 'top level'}: '{key}' is required", f"add {key}")
     return out
+
+
+def _unknown_hint(fork_free_form: bool) -> str:
+    why = ("the fork ignores unknown keys in this section, autosr refuses them so that a typo is not lost"
+           if fork_free_form else "traiNNer-redux rejects unknown keys too")
+    return f"remove it or fix its spelling ({why})"
+
+
+# ---- the fork's spellings ---------------------------------------------------------------------
+
+_AUTOMATIONS_WHERE = f"train.{AUTOMATIONS_SECTION}"
+
+
+def _fork_names(tree: dict[str, Any]) -> dict[str, Any]:
+    """`train.training_automations` as autosr reads it: each automation under autosr's name, however the
+    fork spells it (autosr/fork_keys.py: class names, snake_case aliases, any case), and the early-stop
+    metric without the fork's `val/` prefix (its default 'val/psnr' is the validation metric 'psnr').
+    Two spellings of one automation are an error naming both; an unknown name gets a did-you-mean
+    among every spelling."""
+    train = tree.get("train")
+    section = train.get(AUTOMATIONS_SECTION) if isinstance(train, dict) else None
+    if not isinstance(section, dict):
+        return tree
+    assert isinstance(train, dict)
+    out: dict[Any, Any] = {}
+    spelt_as: dict[str, Any] = {}
+    for key, value in section.items():
+        if key == "enabled":
+            out[key] = value
+            continue
+        name = canonical_automation(str(key))
+        if name is None:
+            raise AutosrError(f"{_AUTOMATIONS_WHERE}: unknown key '{key}'{did_you_mean(str(key), all_spellings())}",
+                              _unknown_hint(True))
+        if name in spelt_as:
+            raise AutosrError(f"{_AUTOMATIONS_WHERE}: '{spelt_as[name]}' and '{key}' are two spellings of one automation ({name})",
+                              "keep one of them")
+        spelt_as[name] = key
+        metric = value.get("monitor_metric") if isinstance(value, dict) else None
+        if name == "IntelligentEarlyStopping" and isinstance(metric, str) and metric.startswith("val/"):
+            value = {**value, "monitor_metric": metric.removeprefix("val/")}
+        out[name] = value
+    return {**tree, "train": {**train, AUTOMATIONS_SECTION: out}}
+
+
+def _canonical_key(dotted: str) -> str:
+    """A `--set` path through an automation spelt the fork's way, with autosr's name for it."""
+    parts = dotted.split(".")
+    if len(parts) > 2 and parts[:2] == ["train", AUTOMATIONS_SECTION] and parts[2] != "enabled":
+        parts[2] = canonical_automation(parts[2]) or parts[2]
+    return ".".join(parts)
+
+
+def _as_written(tree: dict[str, Any], dotted: str) -> str:
+    """A canonical `--set` path, spelt as the tree already spells that automation (so that the
+    override lands in it rather than beside it)."""
+    parts = dotted.split(".")
+    found, section = lookup(tree, f"train.{AUTOMATIONS_SECTION}")
+    if len(parts) > 2 and parts[:2] == ["train", AUTOMATIONS_SECTION] and found and isinstance(section, dict):
+        parts[2] = next((k for k in section if k != "enabled" and canonical_automation(str(k)) == parts[2]), parts[2])
+    return ".".join(parts)
 
 
 # ---- --set overrides --------------------------------------------------------------------------
@@ -180,6 +244,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise AutosrError(f"--set {text}: expected key=value", "e.g. --set train.total_iter=60000")
     key, raw = (s.strip() for s in text.split("=", 1))
+    key = _canonical_key(key)
     spec = spec_at(key)
     try:
         value = yaml.safe_load(raw) if raw else None
@@ -243,7 +308,7 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     out = copy.deepcopy(tree)
     for text in overrides:
         key, value = parse_override(text)
-        set_path(out, key, value)
+        set_path(out, _as_written(out, key), value)
     return out
 
 
@@ -347,7 +412,7 @@ def validate(tree: Any, source: Path | str = "config", *, need_training: bool = 
     if not isinstance(tree, dict):
         raise AutosrError(f"{source}: expected a YAML mapping at the top level", "is this an autosr/traiNNer config?")
     try:
-        data = check(_registry_names(tree), ROOT, "")
+        data = check(_fork_names(_registry_names(tree)), ROOT, "")
         _check_rules(data, need_training)
     except AutosrError as exc:
         raise AutosrError(f"{source}: {exc.message}", exc.hint) from None

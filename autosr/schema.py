@@ -145,6 +145,9 @@ def _FreeForm(keys: dict[str, Any], required: tuple[str, ...] = ()) -> Struct:  
 
 
 # DLS and automation ranges: the same as autosr/schedule/calibration.py checks when it reads them.
+# Below each section's own keys, the keys the fork reads there that autosr does not use: accepted (a
+# fork config loads) and reported by `autosr train` with what autosr does instead (autosr/fork_keys.py).
+_DATASET_INFO = _FreeForm({key: FLOAT for key in ("texture_variance", "edge_density", "color_variation", "overall_complexity")})
 DLS = _FreeForm(
     {
         "enabled": BOOL,
@@ -162,8 +165,15 @@ DLS = _FreeForm(
                            "max_weight": ranged(float, 1)})
             for phase in ("warmup", "early", "middle", "late")
         }),
+        # the fork's, unused
+        "architecture_type": STR,
+        "training_config": _FreeForm({"total_iterations": INT, "dataset_info": _DATASET_INFO}),
+        "dataset_info": _DATASET_INFO,
     }
 )
+
+# every automation of the fork (TrainingAutomationBase): unused by autosr
+_FORK_BASE = {"fallback": FreeMap(), "max_adjustments": INT}
 
 AUTOMATIONS = _FreeForm(
     {
@@ -177,6 +187,7 @@ AUTOMATIONS = _FreeForm(
                 "improvement_threshold": FRACTION,
                 "min_lr_factor": ranged(float, 0.1, 1),
                 "max_lr_factor": ranged(float, 1, 2),
+                **_FORK_BASE, "adaptation_threshold": FLOAT, "lr_log_frequency": INT, "architecture_hints": FreeMap(),
             }
         ),
         "DynamicBatchSizeOptimizer": _FreeForm(
@@ -186,14 +197,19 @@ AUTOMATIONS = _FreeForm(
                 "safety_margin": FRACTION,
                 "min_batch_size": COUNT1,
                 "max_batch_size": COUNT1,
+                **_FORK_BASE, "adjustment_frequency": INT, "min_lq_size": INT, "max_lq_size": INT, "vram_history_size": INT,
             }
         ),
         "AdaptiveGradientClipping": _FreeForm(
             {"enabled": BOOL, "initial_threshold": ranged(float, 0.1, 10), "calibration_steps": COUNT1,
-             "percentile": ranged(float, 0, 100, lo_open=True)}  # 0.95 and 95 both mean p95
+             "percentile": ranged(float, 0, 100, lo_open=True),  # 0.95 and 95 both mean p95
+             **_FORK_BASE}
         ),
         "IntelligentEarlyStopping": _FreeForm(
-            {"enabled": BOOL, "patience": COUNT1, "min_improvement": NONNEG, "monitor_metric": STR}
+            {"enabled": BOOL, "patience": COUNT1, "min_improvement": NONNEG, "monitor_metric": STR,
+             **_FORK_BASE, "min_epochs": INT, "min_iterations": INT, "max_no_improvement": INT, "improvement_threshold": FLOAT,
+             "warmup_iterations": INT, "convergence_log_frequency": INT, "convergence_threshold": FLOAT,
+             "min_sustained_convergence_for_log": INT}
         ),
         "AdaptiveValidationFrequency": _FreeForm({"enabled": BOOL, "min_freq": COUNT1, "max_freq": COUNT1}),
         # autosr's own (the fork has none; it logs an unknown automation and goes on)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from autosr.fork_keys import AUTOMATIONS_SECTION, DLS_SECTION, UNUSED  # noqa: E402
 from autosr.schema import DEFAULTS, ROOT, Either, FreeMap, ListOf, MapOf, Scalar, Struct  # noqa: E402
+
+# The fork's keys autosr accepts but does not use (autosr/fork_keys.py; `autosr train` reports them).
+FORK_UNUSED = {f"train.{DLS_SECTION}.{key}" for key in UNUSED[DLS_SECTION]} | {
+    f"train.{AUTOMATIONS_SECTION}.{name}.{key}" for name, keys in UNUSED.items() if name != DLS_SECTION for key in keys}
 
 
 def type_name(spec) -> str:
@@ -27,7 +32,7 @@ def rows(spec, prefix: str = ""):
     if isinstance(spec, Struct):
         for key, child in spec.keys.items():
             path = f"{prefix}{key}"
-            yield path, type_name(child), key in spec.required
+            yield path, type_name(child) + (" — *the fork's, unused*" if path in FORK_UNUSED else ""), key in spec.required
             yield from rows(child, path + ".")
     elif isinstance(spec, MapOf):
         for key_prefix, child in spec.by_prefix:
@@ -64,6 +69,12 @@ def render() -> str:
         "A missing key means its default: traiNNer-redux's own where traiNNer defines the key (a config",
         "that loads in both trains the same way), marked *autosr* where traiNNer requires the key or",
         "lacks it. The defaults live in `autosr/schema.py` (`DEFAULTS`).",
+        "",
+        "`train.dynamic_loss_scheduling` and `train.training_automations` are the ParagonSR2 fork's sections.",
+        "Each automation also answers to the fork's spellings of it (`DynamicBatchAndPatchSizeOptimizer`, snake_case",
+        "such as `intelligent_learning_rate_scheduler`, any case: docs/scheduler.md lists them), loaded under autosr's",
+        "name. Keys marked *the fork's, unused* are accepted so that the fork's configs load; `autosr train` says",
+        "what autosr does instead.",
         "",
         "| key | type | required | default |",
         "|---|---|---|---|",

@@ -152,14 +152,15 @@ def all_on() -> dict:
 
 
 def test_registry_is_the_one_list_and_matches_the_schema_and_plan() -> None:
-    from autosr import schema
+    from autosr import fork_keys, schema
     from autosr.plan import planner
 
     assert (*planner.AUTOMATIONS, *planner.GAN_AUTOMATIONS) == registry.AUTOMATION_NAMES
     assert set(schema.AUTOMATIONS.keys) - {"enabled"} == set(registry.AUTOMATION_NAMES)
+    # besides its own keys, a section accepts the fork's keys autosr does not use (tests/test_fork_keys.py)
     for name, cls in registry.AUTOMATIONS.items():
-        assert set(schema.AUTOMATIONS.keys[name].keys) - {"enabled"} == set(cls.options), name
-    assert set(schema.DLS.keys) - {"enabled"} == set(registry.DLS.options)
+        assert set(schema.AUTOMATIONS.keys[name].keys) - {"enabled"} - set(fork_keys.UNUSED.get(name, {})) == set(cls.options), name
+    assert set(schema.DLS.keys) - {"enabled"} - set(fork_keys.UNUSED[fork_keys.DLS_SECTION]) == set(registry.DLS.options)
 
 
 def test_build_automations_enables_what_the_yaml_enables() -> None:
