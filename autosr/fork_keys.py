@@ -30,6 +30,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "AdaptiveGradientClipping": ("adaptive_gradient_clipping",),
     "IntelligentEarlyStopping": ("intelligent_early_stopping",),
     "AdaptiveValidationFrequency": ("adaptive_validation_frequency",),  # autosr's
+    "GANBalance": ("gan_balance",),  # autosr's (GAN runs)
 }
 _BY_LOWER: dict[str, str] = {
     spelling.lower(): name for name, others in SPELLINGS.items() for spelling in (name, *others)

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from autosr.config import RunConfig, load_config, parse_override, stale_after_overrides
 from autosr.errors import AutosrError, AutosrRuntimeError
+from autosr.fork_keys import unused_fork_keys
 from autosr.fsutil import write_text_atomic
 from autosr.hardware import probe
 from autosr.journal import Journal
@@ -111,6 +112,10 @@ def _train(
     trainer = build_trainer(cfg, run_dir, dist, journal, quiet=quiet, budget=budget)
     if explain and dist.is_main:
         _print_explain(trainer)
+    if dist.is_main and not resume:
+        for note in trainer.notes:
+            if note.value == "not used":
+                err.print(f"[dim]note: {escape(note.key)} is not used: {escape(note.reason)}[/dim]")
     if dist.is_main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -380,6 +385,11 @@ def unused_key_notes(s: Settings, torch_setup: TorchSetup, source: CropSource, d
     if d.dataset_enlarge_ratio not in (1, "auto"):
         out.append(Note("datasets.train.dataset_enlarge_ratio", "not used",
                         "autosr samples crops endlessly: there are no epochs to enlarge"))
+    for key, reason in unused_fork_keys(s.tree):
+        out.append(Note(key, "not used", reason))
+    if s.auto_vram_management:
+        out.append(Note("auto_vram_management", "not used", "the fork's VRAM manager; autosr sizes the batch from its memory "
+                                                            "probe (autosr init) and backs off by 10% on an out-of-memory error"))
     if s.save_checkpoint_format == "pth":
         out.append(Note("logger.save_checkpoint_format", "not used", "models are written as safetensors (loads everywhere .pth does)"))
     launched = launch_note()

@@ -27,6 +27,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from autosr.errors import AutosrError, AutosrRuntimeError, did_you_mean
+from autosr.train.perceptual import dists_distance, lpips_distance, metric_files, missing_weights
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -178,8 +179,6 @@ def calculate_lpips(img: Tensor, img2: Tensor, net: str = "alex") -> float:
 
     Needs torchvision's AlexNet (or VGG16 for ``net: vgg``) and LPIPS's heads: see ``metric_available``.
     """
-    from autosr.train.perceptual import lpips_distance
-
     a, b = _unit_rgb(img, img2)
     return float(lpips_distance(a, b, net).mean())
 
@@ -189,8 +188,6 @@ def calculate_dists(img: Tensor, img2: Tensor) -> float:
 
     Needs torchvision's VGG16 and DISTS's alpha/beta: see ``metric_available``.
     """
-    from autosr.train.perceptual import dists_distance
-
     a, b = _unit_rgb(img, img2)
     return float(dists_distance(a, b).mean())
 
@@ -333,8 +330,6 @@ def metric_available(spec: Mapping[str, object], where: str = "val.metrics") -> 
     if kind == "calculate_topiq":
         return False, f"{where} ({kind}) skipped: {TOPIQ_REASON}"
     if kind in ("calculate_lpips", "calculate_dists"):
-        from autosr.train.perceptual import metric_files, missing_weights
-
         files = metric_files("lpips" if kind == "calculate_lpips" else "dists", str(opts.get("net", "alex")))
         reason = missing_weights(files)
         if reason:

@@ -152,6 +152,8 @@ class Settings:
     resume_state: str | None
     source: str = field(default="config")
     gan: GanSettings | None = None  # GAN training: the config has network_d
+    auto_vram_management: dict[str, Any] = field(default_factory=dict)  # the fork's; autosr decides memory itself
+    tree: dict[str, Any] = field(default_factory=dict, repr=False)  # the validated config, for notes on unused keys
 
     @property
     def total_iter(self) -> int:
@@ -270,6 +272,8 @@ def build_settings(cfg: RunConfig) -> Settings:
         resume_state=get("path.resume_state"),
         source=str(cfg.source),
         gan=_gan_settings(cfg, get),
+        auto_vram_management=dict(cfg.data.get("auto_vram_management") or {}),
+        tree=cfg.data,
     )
 
 
