@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from autosr.archs import ARCH_NAMES, NETWORK_KEYS, build_network, count_parameters
+from autosr.archs import ARCH_NAMES, NETWORK_KEYS, build_network, count_parameters, network_defaults
 from autosr.archs import paragonsr2_v2 as v2
 from autosr.archs.paragonsr2_v2 import FACTORIES, ParagonSR2V2, ParagonSR2V2ConfigError
 from autosr.errors import AutosrError
+from autosr.presets import V2_VARIANTS, all_presets, load_preset
 
 FORK = json.loads((Path(__file__).parent / "data" / "paragonsr2_v2_fork_keys.json").read_text(encoding="utf-8"))
 VARIANTS = list(FACTORIES)
@@ -282,3 +283,20 @@ def test_onnx_export_with_dynamic_height_and_width(tmp_path, kind):
         out = session.run(None, {"input": x.numpy()})[0]
         assert out.shape == ref.shape
         assert abs(out - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_presets_carry_the_variants_defaults_and_the_forks_training_values(variant):
+    preset = load_preset(f"paragonsr2_{variant}")
+    shown = ("detail_gain", "upsampler_alpha", "attention_mode", "window_size")
+    defaults = {**v2.BODIES[variant], **{k: v for k, v in network_defaults(f"paragonsr2_{variant}").items() if k in shown}}
+    assert preset.network == defaults
+    # the fork's fidelity configs: AdamW 2e-4, L1 + 0.08 MS-SSIM, EMA 0.999
+    assert preset.optimizer == {"type": "AdamW", "lr": 2e-4, "weight_decay": 1e-4, "betas": [0.9, 0.99]}
+    assert preset.losses == ({"type": "l1loss", "loss_weight": 1.0}, {"type": "mssimloss", "loss_weight": 0.08})
+    assert preset.ema_decay == 0.999 and preset.memory_source == "estimate"  # no GPU measurement yet
+
+
+def test_the_planners_candidates_stay_nano_to_xl():
+    assert tuple(VARIANTS) == V2_VARIANTS  # presets and networks name the same four
+    assert [p.variant for p in all_presets()] == ["nano", "micro", "tiny", "xs", "s", "m", "l", "xl"]
