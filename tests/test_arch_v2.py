@@ -4,6 +4,7 @@ the published parameter counts, refusals by name, export_safe, checkpointing, dt
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -224,13 +225,14 @@ def test_channels_last_matches_contiguous(variant):
     assert (y - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max().item())  # float rounding only
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_bf16_autocast_keeps_the_base_path_in_fp32(variant):
+def test_autocast_keeps_the_base_path_in_fp32(variant, dtype):
     model = _net(variant)
     x = torch.rand(1, 3, 12, 12)
     with torch.no_grad():
         ref = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=dtype):
             y = model(x)
             base = model.base(x)
     assert y.dtype == base.dtype == torch.float32
@@ -300,3 +302,18 @@ def test_presets_carry_the_variants_defaults_and_the_forks_training_values(varia
 def test_the_planners_candidates_stay_nano_to_xl():
     assert tuple(VARIANTS) == V2_VARIANTS  # presets and networks name the same four
     assert [p.variant for p in all_presets()] == ["nano", "micro", "tiny", "xs", "s", "m", "l", "xl"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised inside torch's compiler stack
+def test_torch_compile_forward_matches_eager():
+    """Shifted windows and the flex branch trace without a graph break (on the CPU flex computes as sdpa)."""
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    torch.manual_seed(0)
+    model = _wake(ParagonSR2V2(scale=2, num_feat=16, num_groups=1, num_blocks=2, variant="photo", window_size=8,
+                               attention_mode="flex")).eval()
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.rand(1, 3, 12, 20)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
