@@ -5,14 +5,15 @@
        + conv_out(shuffle(conv_up(conv_mid(body(conv_in(LR)))))) · detail_gain  learned detail path
 
 State-dict names and shapes are those of traiNNer-redux's (delafer fork) `traiNNer/archs/paragonsr2_arch.py`
-at b676e3a for every variant and scale, so a model trained in either loads in the other; in fp32 the
-output is the same (tests/data/paragonsr2_v2_fork_keys.json records the fork's names and shapes).
+at b676e3a for every variant and scale, so a model trained in either loads in the other
+(tests/data/paragonsr2_v2_fork_keys.json records the fork's). With the fork's weights loaded, the fp32
+output was bitwise equal to the fork module's for every variant (checked once against its file).
 Where this file departs from the fork, it does so on purpose:
 
 - Constructors are keyword-only, without **kwargs; a value that cannot build is refused by name
   (ParagonSR2V2ConfigError). The variant factories take the keys the fork's factories let through.
 - The base path runs with autocast off, in the input's dtype: under mixed precision the base (most of
-  the output's value) stays exact and only the small detail carries bf16/fp16 error.
+  the output's value) keeps full precision and only the small detail carries bf16/fp16 error.
 - `attention_mode="flex"` uses torch's flex_attention only while torch.compile traces the model on a
   CUDA device. Elsewhere (eager, the CPU, ONNX export) flex runs unfused or not at all, so the same
   maths (softmax(q·kᵀ/√d)·v, no mask) goes through scaled_dot_product_attention instead.
@@ -44,7 +45,6 @@ RMS_EPS = 1e-6
 FP16_MAX = 65504.0
 SHARPEN_TAPS = (-1.0, 0.0, 9.0, 16.0, 9.0, 0.0, -1.0)  # /32: MagicKernelSharp 2021 sharpening
 BSPLINE_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)  # /16: the Magic Kernel (quadratic B-spline) blur
-
 
 
 class Body(TypedDict):
@@ -84,7 +84,7 @@ class FixedSeparable(nn.Module):
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The weights follow the input's dtype, so an fp32 base path under a half model still works.
+        # Cast to the input's dtype: the base path runs in the input's precision whatever the model's dtype.
         c = x.shape[1]
         x = F.conv2d(x, self.h.weight.to(x.dtype), padding=self.h.padding, groups=c)
         return F.conv2d(x, self.v.weight.to(x.dtype), padding=self.v.padding, groups=c)
