@@ -2,7 +2,7 @@
 
     python benchmarks/preset_memory.py [--lq 64] [--scale 2] [--write]
 
-For every ParagonSR2 variant, one full training step (bf16 autocast, channels_last, AdamW, L1 +
+For every ParagonSR2 variant (nano…xl and realtime…pro), one full training step (bf16 autocast, channels_last, AdamW, L1 +
 SSIM) runs at two batch sizes; the slope of peak memory over batch is the per-sample cost and
 the intercept the fixed cost. `--write` puts the figures into presets/*.yml (source: measured).
 Needs a CUDA GPU.
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autosr.archs import build_network  # noqa: E402
-from autosr.plan.presets import VARIANTS, load_preset  # noqa: E402
+from autosr.plan.presets import V2_VARIANTS, VARIANTS, load_preset  # noqa: E402
 from autosr.train.losses import build_losses, total_loss  # noqa: E402
 
 
@@ -57,8 +57,8 @@ def main() -> None:
     torch.zeros(1, device="cuda")
     context = torch.cuda.mem_get_info()[1] - torch.cuda.mem_get_info()[0]  # driver + context, roughly
     results = {}
-    for variant in VARIANTS:
-        small, large = (8, 24) if variant in ("l", "xl") else (16, 48)
+    for variant in VARIANTS + V2_VARIANTS:
+        small, large = (8, 24) if variant in ("l", "xl", "pro") else (16, 48)
         p1, p2 = peak_for(variant, small, args.lq, args.scale), peak_for(variant, large, args.lq, args.scale)
         per_sample = (p2 - p1) / (large - small) / 2**20
         fixed = (p1 / 2**20 - small * per_sample) + context / 2**20

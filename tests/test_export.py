@@ -132,3 +132,57 @@ def test_onnx_without_its_packages_is_one_line_and_writes_nothing(tmp_path, monk
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
     assert "needs onnx and onnxruntime" in res.output and 'autosr[onnx]' in res.output
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- realtime…pro (the fork's family)
+
+
+def _v2_model_file(path, variant, scale, **overrides):
+    opts = {"type": f"paragonsr2_{variant}", "scale": scale, **overrides}
+    model = build_network(opts)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    save_safetensors(model.state_dict(), path, model_metadata(opts, iteration=20000))
+    return path
+
+
+@pytest.mark.parametrize(("variant", "scale"), [("realtime", 2), ("stream", 3), ("photo", 4)])
+def test_onnx_of_v2_matches_pytorch(tmp_path, variant, scale):
+    """Attention exported as it trained (sdpa; export_safe would be another network), window 8 here to
+    keep the trace short; every size goes through the recorded pad, roll and windows."""
+    extra = {"window_size": 8} if variant == "photo" else {}
+    result = export(_v2_model_file(tmp_path / "m.safetensors", variant, scale, **extra), onnx_path=tmp_path / "m.onnx",
+                    say=lambda _: None)
+    assert len(result.checks) == 2 and all(d <= TOLERANCE for _, d in result.checks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("variant", "overrides"), [("photo", {}), ("pro", {}), ("pro", {"export_safe": True})])
+def test_onnx_of_the_full_attention_variants(tmp_path, variant, overrides):
+    result = export(_v2_model_file(tmp_path / "m.safetensors", variant, 2, **overrides), onnx_path=tmp_path / "m.onnx",
+                    say=lambda _: None)
+    assert all(d <= TOLERANCE for _, d in result.checks)
+
+
+def test_fp16_onnx_of_stream_within_one_8bit_level(tmp_path):
+    half = export(_v2_model_file(tmp_path / "m.safetensors", "stream", 2), onnx_path=tmp_path / "h.onnx", fp16=True,
+                  say=lambda _: None)
+    assert all(d <= FP16_TOLERANCE for _, d in half.checks)
+
+
+def test_a_fork_file_exports_to_a_self_describing_copy(tmp_path):
+    model = build_network({"type": "paragonsr2_realtime", "scale": 4})
+    torch.save(model.state_dict(), tmp_path / "4xParagonSR2_Realtime.pth")
+    lines: list[str] = []
+    result = export(tmp_path / "4xParagonSR2_Realtime.pth", safetensors_path=tmp_path / "out.safetensors", say=lines.append)
+    assert lines[0].startswith("note: 4xParagonSR2_Realtime.pth has no autosr metadata")
+    meta = read_safetensors_metadata(result.safetensors)
+    assert meta["arch"] == "paragonsr2_v2" and meta["network_type"] == "paragonsr2_realtime" and meta["scale"] == "4"
+    copy, info = load_model(result.safetensors)
+    assert info.notes == ()  # the copy says what it is
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(copy(x), model.eval()(x))

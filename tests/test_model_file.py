@@ -127,3 +127,79 @@ def test_checkpoint_store_writes_the_metadata(tmp_path):
     assert read_safetensors_metadata(store.model_path(200)) == {"iter": "200"}
     store.mark_best(200, weights=model.state_dict())
     assert read_safetensors_metadata(store.best_model_path) == {"iter": "200"}
+
+
+# ---------------------------------------------------------------- realtime…pro (the fork's family)
+
+
+@pytest.mark.parametrize(("variant", "scale"), [("realtime", 2), ("stream", 4), ("photo", 3), ("pro", 2)])
+def test_a_v2_model_file_alone_rebuilds_the_network(tmp_path, variant, scale):
+    alpha = 0.25 if variant == "stream" else 0.0  # off each variant's default (stream's is 0.0)
+    opts = {"type": f"paragonsr2_{variant}", "scale": scale, "upsampler_alpha": alpha}
+    if variant in ("photo", "pro"):
+        opts["window_size"] = 8  # not in the weights: only the metadata can say it
+    model = _trained_like(build_network(opts))
+    meta = model_metadata(opts, iteration=300)
+    assert meta["arch"] == "paragonsr2_v2" and meta["variant"] == variant
+    assert json.loads(meta["network_overrides"]) == {k: v for k, v in opts.items() if k not in ("type", "scale")}
+    hyper = json.loads(meta[TRAINNER_KEY])  # every value the variant's constructor takes
+    assert hyper["scale"] == scale and hyper["upsampler_alpha"] == alpha and "num_feat" not in hyper
+    path = tmp_path / "m.safetensors"
+    save_safetensors(model.state_dict(), path, meta)
+    rebuilt, info = load_model(path)
+    assert rebuilt.base.alpha == alpha and info.network_opts == opts and info.notes == ()
+    x = torch.rand(1, 3, 13, 11)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+
+
+def _fork_like(variant: str, scale: int, **overrides: object) -> torch.nn.Module:
+    """A network as the fork builds it: its state dict has the fork's names and shapes (tests/test_arch_v2.py)."""
+    return _trained_like(build_network({"type": f"paragonsr2_{variant}", "scale": scale, **overrides}))
+
+
+@pytest.mark.parametrize("wrap", ["bare.safetensors", "bare.pth", "params_ema.pth", "params.pth"])
+def test_a_fork_file_without_metadata_is_read_off_its_weights(tmp_path, wrap):
+    model = _fork_like("photo", 2)
+    state = model.state_dict()
+    path = tmp_path / f"2xParagonSR2_Photo_{wrap}"
+    if wrap.endswith(".safetensors"):
+        save_safetensors(state, path, {})
+    elif wrap.startswith("bare"):
+        torch.save(dict(state), path)
+    else:  # traiNNer's {"metadata": …, "params": …}; a params_ema file may hold the raw weights too
+        other = {k: torch.zeros_like(v) for k, v in state.items()}
+        torch.save({"metadata": {"iter": 5}, wrap.split(".")[0]: dict(state),
+                    **({"params": other} if wrap.startswith("params_ema") else {})}, path)
+    rebuilt, info = load_model(path)
+    assert info.network_opts == {"type": "paragonsr2_photo", "scale": 2} and info.iteration is None
+    assert len(info.notes) == 1 and "upsampler_alpha 0.4 and window_size 16" in info.notes[0]
+    x = torch.rand(1, 3, 12, 18)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+
+
+def test_fork_files_keep_what_their_weights_say(tmp_path):
+    for variant, scale, extra in (("realtime", 3, {"in_chans": 1}), ("pro", 4, {"export_safe": True})):
+        model = _fork_like(variant, scale, **extra)
+        save_safetensors(model.state_dict(), tmp_path / "f.safetensors", {})
+        rebuilt, info = load_model(tmp_path / "f.safetensors")
+        assert info.network_opts == {"type": f"paragonsr2_{variant}", "scale": scale, **extra}
+        x = torch.rand(1, info.in_chans, 9, 10)
+        with torch.no_grad():
+            assert torch.equal(rebuilt(x), model(x))
+
+
+def test_a_fork_body_no_variant_has_is_one_clear_error(tmp_path):
+    from autosr.archs.paragonsr2_v2 import ParagonSR2V2
+
+    odd = ParagonSR2V2(scale=2, num_feat=24, num_groups=1, num_blocks=2, variant="stream")
+    save_safetensors(odd.state_dict(), tmp_path / "odd.safetensors", {})
+    with pytest.raises(AutosrError, match="24 features and 1×2 blocks, which no registered variant has"):
+        load_model(tmp_path / "odd.safetensors")
+    torch.save({"params": {"w": torch.zeros(2)}}, tmp_path / "foreign.pth")
+    with pytest.raises(AutosrError, match="not an autosr ParagonSR2 model file"):
+        load_model(tmp_path / "foreign.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a model")
+    with pytest.raises(AutosrError, match="not a readable weights file"):
+        load_model(tmp_path / "junk.pth")

@@ -172,6 +172,74 @@ def test_install_twice_is_harmless_and_a_private_registry_works(spandrel):
     registry = spandrel.ArchRegistry()
     install(registry)
     install(registry)
-    assert [s.architecture.id for s in registry.architectures("detection")] == ["ParagonSR2"]
+    assert [s.architecture.id for s in registry.architectures("detection")] == ["ParagonSR2", "ParagonSR2v2"]
     state = build_network({"type": "paragonsr2_xs", "scale": 2}).state_dict()
     assert spandrel.ModelLoader(registry=registry).load_from_state_dict(state).architecture.id == "ParagonSR2"
+
+
+# ---------------------------------------------------------------- realtime…pro (the fork's family)
+
+V2_VARIANTS = ("realtime", "stream", "photo", "pro")
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("variant", V2_VARIANTS)
+def test_spandrel_loads_every_v2_variant_and_scale_like_autosr(tmp_path, spandrel, variant, scale):
+    path = _model_file(tmp_path, {"type": f"paragonsr2_{variant}", "scale": scale})
+    descriptor = spandrel.ModelLoader().load_from_file(path)
+    assert descriptor.architecture.id == "ParagonSR2v2" and descriptor.tags == [variant]
+    assert (descriptor.scale, descriptor.input_channels, descriptor.output_channels) == (scale, 3, 3)
+    ours, _ = load_model(path)
+    assert _same(descriptor, ours, torch.rand(1, 3, 19, 13))
+
+
+def test_a_fork_pth_under_params_ema_loads_with_the_variants_defaults(tmp_path, spandrel):
+    model = _trained_like(build_network({"type": "paragonsr2_pro", "scale": 2, "export_safe": True}))
+    torch.save({"params_ema": model.state_dict()}, tmp_path / "2xParagonSR2_Pro.pth")
+    descriptor = spandrel.ModelLoader().load_from_file(tmp_path / "2xParagonSR2_Pro.pth")
+    assert descriptor.tags == ["pro", "no attention"] and descriptor.model.base.alpha == 0.4
+    assert _same(descriptor, model, torch.rand(1, 3, 10, 10))
+
+
+def test_v2_hyperparameters_off_the_table_are_read_from_shapes(spandrel):
+    from autosr.archs.paragonsr2_v2 import ParagonSR2V2
+    from autosr.archs.paragonsr2_v2_keys import hyperparameters
+
+    opts = {"scale": 3, "in_chans": 1, "num_feat": 24, "num_groups": 2, "num_blocks": 3, "variant": "photo",
+            "detail_gain": 0.25, "upsampler_alpha": 0.5, "use_checkpointing": False, "attention_mode": "sdpa",
+            "export_safe": False, "window_size": 8}  # alpha and window: the class defaults, not in the weights
+    model = _trained_like(ParagonSR2V2(**opts))
+    with torch.no_grad():
+        model.detail_gain.fill_(0.25)
+    assert hyperparameters(model.state_dict()) == opts
+    descriptor = spandrel.ModelLoader().load_from_state_dict(model.state_dict())
+    assert descriptor.tags == ["photo", "24nf"] and descriptor.input_channels == 1
+    assert _same(descriptor, model, torch.rand(2, 1, 16, 24))
+
+
+@pytest.mark.parametrize("opts", [{"type": f"paragonsr2_{v}", "scale": 2} for v in V2_VARIANTS]
+                         + [{"type": "paragonsr2_photo", "scale": 4, "export_safe": True}])
+def test_no_other_architecture_claims_a_v2_file(spandrel, opts):
+    state = build_network(opts).state_dict()
+    claims = [s.architecture.id for s in spandrel.MAIN_REGISTRY.architectures("detection") if s.detect(state)]
+    assert claims == ["ParagonSR2v2"]
+
+
+@pytest.mark.parametrize("arch_id", OTHERS)
+def test_v2_claims_no_other_architecture(spandrel, arch_id):
+    from autosr.archs.spandrel_support import ParagonSR2V2Arch
+
+    module = importlib.import_module(f"spandrel.architectures.{arch_id}")
+    cls = next(getattr(module, n) for n in module.__all__ if not n.endswith("Arch"))
+    assert not ParagonSR2V2Arch().detect(cls().state_dict())
+
+
+def test_v2_in_half_precision_as_spandrel_advertises(tmp_path, spandrel):
+    descriptor = spandrel.ModelLoader().load_from_file(_model_file(tmp_path, {"type": "paragonsr2_stream", "scale": 2}))
+    assert descriptor.supports_half and descriptor.supports_bfloat16
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        full = descriptor(x)
+        descriptor.bfloat16()
+        half = descriptor(x.bfloat16()).float()
+    assert (half - full).abs().max().item() < 0.1  # bf16 keeps 8 bits of mantissa

@@ -368,3 +368,22 @@ def test_bad_data_at_train_time_fails_cleanly_and_writes_nothing(tmp_path):
     assert not (tmp_path / "runs").exists()
     moved = runner.invoke(app, ["train", str(config), "--set", f"datasets.train.dataroot_gt={tmp_path / 'gone'}", "--dry-run"])
     assert moved.exit_code == 2 and "datasets.train.dataroot_gt" in moved.output and "is not a folder" in moved.output
+
+
+def test_a_realtime_run_with_checkpointing_trains_and_saves_a_self_describing_model(tmp_path, pair_set):
+    """The fork's family through the whole loop: frozen base parameters beside the optimiser and EMA,
+    per-block checkpointing, and model files that rebuild the network alone."""
+    from autosr.use.model_file import load_model
+
+    hr, lr = pair_set
+    out = tmp_path / "cfg.yml"
+    run_init(gt=hr, lq=lr, arch="paragonsr2_realtime", val_gt=None, val_lq=None, output=out, name="t", scale=None,
+             overrides=["train.total_iter=6", "val.val_freq=6", "logger.save_checkpoint_freq=6", *FAST,
+                        "network_g.use_checkpointing=true", "network_g.upsampler_alpha=0.0"],
+             flavor="fork", force=True, print_only=False, explain=False, sample=64)
+    assert train_from_file(out, out_dir=tmp_path / "runs", resume=None, overrides=[], dry_run=False, quiet=True) == 0
+    model, info = load_model(tmp_path / "runs" / "t" / "models" / "net_g_ema_6.safetensors")
+    assert info.network_opts == {"type": "paragonsr2_realtime", "scale": 2, "use_checkpointing": True, "upsampler_alpha": 0.0}
+    base = load_safetensors(tmp_path / "runs" / "t" / "models" / "net_g_6.safetensors")["base.sharp.h.weight"]
+    assert torch.equal(base, model.base.sharp.h.weight)  # frozen: still the kernel it started as
+    assert torch.allclose(base[0, 0, 0], torch.tensor([-1.0, 0, 9, 16, 9, 0, -1]) / 32)

@@ -224,3 +224,42 @@ def test_running_out_of_gpu_memory_halves_the_tile_and_the_output_is_the_same(tm
     monkeypatch.setattr(up, "MIN_TILE", 128)
     result, _ = upscale(mpath, src, tmp_path / "none", device="cpu", tile=128, show_progress=False)
     assert not result.done and len(result.failed) == 2 and "out of GPU memory even in 128-pixel tiles" in result.failed[0][1]
+
+
+# ---------------------------------------------------------------- realtime…pro (the fork's family)
+
+
+def _v2_net(variant, scale):
+    model = build_network({"type": f"paragonsr2_{variant}", "scale": scale})
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("variant", ["realtime", "stream"])
+def test_v2_tiles_equal_one_pass(variant):
+    """No content gain and a receptive field inside the overlap: tiling changes float rounding only."""
+    model = _v2_net(variant, 3)
+    x = torch.rand(1, 3, 70, 90)
+    with torch.no_grad():
+        assert (upscale_tensor(model, x, 3, tile=32, overlap=16) - model(x)).abs().max() < 1e-5
+
+
+def test_a_fork_pth_upscales_from_the_cli_with_a_note(tmp_path):
+    """The fork saves bare state dicts (no metadata): the network is read off the weights, and the user is
+    told which values the file cannot carry."""
+    model = _v2_net("photo", 2)
+    mpath = tmp_path / "2xParagonSR2_Photo_fidelity.pth"
+    torch.save({"params_ema": model.state_dict()}, mpath)
+    Image.fromarray(_rgb(20, 27)).save(tmp_path / "a.png")
+    res = CliRunner().invoke(app, ["upscale", str(mpath), str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "read as paragonsr2_photo ×2" in res.output and "upsampler_alpha 0.4" in res.output
+    lr = np.asarray(Image.open(tmp_path / "a.png"), np.float32) / 255.0
+    with torch.no_grad():
+        sr = model(torch.from_numpy(lr.transpose(2, 0, 1))[None]).clamp(0, 1)
+    want = np.round(sr[0].permute(1, 2, 0).numpy() * 255).astype(int)
+    assert np.abs(np.asarray(Image.open(tmp_path / "b.png")).astype(int) - want).max() <= 1  # rounding only

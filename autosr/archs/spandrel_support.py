@@ -1,13 +1,16 @@
 """ParagonSR2 for spandrel (the model loader behind chaiNNer): detection from state-dict keys and every
 constructor value deduced from tensor shapes, so that a bare state dict loads with no metadata.
 
+Two architectures, one per family, whose keys never overlap: `ParagonSR2` (autosr's nano…xl) and
+`ParagonSR2v2` (the fork's realtime…pro; its reading lives in `paragonsr2_v2_keys.py`).
+
 Written in the shape of spandrel's own `architectures/<Name>/__init__.py` (an `Architecture` with a
-key-based `detect` and a `load` that reads shapes), apart from the network file
-(`autosr/archs/paragonsr2.py`, which imports nothing from autosr), so that both can be offered
-upstream as they are. Until then one call registers it:
+key-based `detect` and a `load` that reads shapes), apart from the network files
+(`autosr/archs/paragonsr2.py`, `paragonsr2_v2.py`, which import nothing from autosr), so that they can be
+offered upstream as they are. Until then one call registers both:
 
     import autosr.archs.spandrel_support as paragon
-    paragon.install()                       # adds ParagonSR2 to spandrel.MAIN_REGISTRY
+    paragon.install()                       # adds ParagonSR2 and ParagonSR2v2 to spandrel.MAIN_REGISTRY
     spandrel.ModelLoader().load_from_file("2x_name_nano_40k.safetensors")
 
 Importing this module imports spandrel (and through it torchvision); `autosr` itself never does.
@@ -32,9 +35,12 @@ try:
 except ImportError as exc:  # an optional extra: say which
     raise ImportError(f'autosr.archs.spandrel_support needs spandrel ({exc}): pip install "autosr[spandrel]"') from exc
 
+from autosr.archs import paragonsr2_v2_keys as v2_keys
 from autosr.archs.paragonsr2 import VARIANTS, ParagonSR2
+from autosr.archs.paragonsr2_v2 import ParagonSR2V2
 
 ARCH_ID = "ParagonSR2"
+V2_ARCH_ID = "ParagonSR2v2"
 
 # Keys only ParagonSR2 has together: the first block's three-branch depthwise context, its two
 # layer scales and the fused/upsampled/out convolutions around the body. `base.alpha` is not among
@@ -121,9 +127,40 @@ class ParagonSR2Arch(Architecture[ParagonSR2]):
         )
 
 
+class ParagonSR2V2Arch(Architecture[ParagonSR2V2]):
+    """The fork's realtime…pro. Detected by the keys no nano…xl file has (the stored frozen base path,
+    `detail_gain`, `conv_mid`, `up.0`) plus the first block's kind. `upsampler_alpha` and `window_size`
+    are not in the weights: the matching variant's defaults are used (see paragonsr2_v2_keys)."""
+
+    def __init__(self) -> None:
+        super().__init__(id=V2_ARCH_ID, name="ParagonSR2 (realtime…pro)", detect=v2_keys.is_paragonsr2_v2)
+
+    def load(self, state_dict: StateDict) -> ImageModelDescriptor[ParagonSR2V2]:
+        hyper = v2_keys.hyperparameters(state_dict)
+        model = ParagonSR2V2(**hyper)
+        variant = v2_keys.registered_variant(hyper)
+        tags = [variant] if variant else [hyper["variant"], f"{hyper['num_feat']}nf"]
+        if hyper["export_safe"]:
+            tags.append("no attention")
+        channels = int(hyper["in_chans"])
+        return ImageModelDescriptor(
+            model,
+            state_dict,
+            architecture=self,
+            purpose="SR",
+            tags=tags,
+            supports_half=True,  # the stream gate multiplies in fp32 and clamps; RMSNorm's mean square is fp32
+            supports_bfloat16=True,
+            scale=int(hyper["scale"]),
+            input_channels=channels,
+            output_channels=channels,
+        )
+
+
 def install(registry: ArchRegistry | None = None) -> None:
-    """Register ParagonSR2 with spandrel (its MAIN_REGISTRY unless another registry is given).
-    Calling it again does nothing."""
+    """Register both ParagonSR2 families with spandrel (its MAIN_REGISTRY unless another registry is
+    given). Calling it again does nothing."""
     target = MAIN_REGISTRY if registry is None else registry
-    if ARCH_ID not in target:
-        target.add(ArchSupport.from_architecture(ParagonSR2Arch()))
+    for arch in (ParagonSR2Arch(), ParagonSR2V2Arch()):
+        if arch.id not in target:
+            target.add(ArchSupport.from_architecture(arch))

@@ -11,7 +11,9 @@ import yaml
 from autosr.errors import AutosrError, did_you_mean
 from autosr.resources import data_dir
 
-VARIANTS = ("nano", "micro", "tiny", "xs", "s", "m", "l", "xl")  # smallest to largest
+VARIANTS = ("nano", "micro", "tiny", "xs", "s", "m", "l", "xl")  # smallest to largest: what the planner picks from
+# The fork's realtime…pro family (archs/paragonsr2_v2.py): planned when asked for (--arch), listed by `autosr presets`.
+V2_VARIANTS = ("realtime", "stream", "photo", "pro")
 ARCH_PREFIX = "paragonsr2_"
 _REQUIRED = (
     "arch", "network", "lq_size", "effective_batch", "optimizer", "warmup_iter", "total_iter",
@@ -57,8 +59,8 @@ def variant_of(arch: str) -> str:
     """'paragonsr2_nano' → 'nano'; an unknown name is an error with a suggestion."""
     name = arch.strip().lower()
     variant = name[len(ARCH_PREFIX):] if name.startswith(ARCH_PREFIX) else name
-    if variant not in VARIANTS:
-        known = [ARCH_PREFIX + v for v in VARIANTS]
+    if variant not in VARIANTS + V2_VARIANTS:
+        known = [ARCH_PREFIX + v for v in VARIANTS + V2_VARIANTS]
         raise AutosrError(
             f"unknown architecture '{arch}'{did_you_mean(name, known)}",
             "choose one of " + ", ".join(known),
@@ -94,4 +96,10 @@ def load_preset(arch: str) -> Preset:
 
 
 def all_presets() -> list[Preset]:
+    """nano…xl: the presets the planner chooses among."""
     return [load_preset(v) for v in VARIANTS]
+
+
+def listed_presets() -> list[Preset]:
+    """Every preset, nano…xl then realtime…pro (`autosr presets`)."""
+    return all_presets() + [load_preset(v) for v in V2_VARIANTS]

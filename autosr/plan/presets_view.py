@@ -6,7 +6,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from autosr.plan.presets import all_presets
+from autosr.plan.presets import listed_presets
 
 
 def print_presets() -> None:
@@ -17,12 +17,14 @@ def print_presets() -> None:
                   caption="batch: the reference batch the LR is tuned for; MiB: training memory per sample at lq 64, ×2, bf16")
     for column in ("variant", "params", "C", "g×b", "attn", "lr", "iters", "lq", "batch", "MiB"):
         table.add_column(column, justify="left" if column in ("variant", "attn") else "right", no_wrap=True)
-    for p in all_presets():
-        params = count_parameters(build_network({"type": p.arch, "scale": 2}))
+    for p in listed_presets():
+        # every parameter, the frozen base path included: the counts the architectures publish
+        params = count_parameters(build_network({"type": p.arch, "scale": 2}), include_frozen=True)
         n = p.network
+        attention = n.get("use_attention", n.get("attention_mode") is not None)  # nano…xl / realtime…pro
         table.add_row(
             p.variant, f"{params:,}", str(n["num_feat"]), f"{n['num_groups']}×{n['num_blocks']}",
-            "yes" if n["use_attention"] else "no", f"{p.lr:.1e}", f"{p.total_iter // 1000}k",
+            "yes" if attention else "no", f"{p.lr:.1e}", f"{p.total_iter // 1000}k",
             str(p.lq_size), str(p.effective_batch), f"{p.per_sample_mib:.0f}" + ("" if p.memory_source == "measured" else " (est.)"),
         )
     Console().print(table)

@@ -116,6 +116,8 @@ def export(target: Path, *, onnx_path: Path | None = None, opset: int = 17, stat
         _require_onnx_packages()
     src, fallback = find_model(target)
     model, info = load_model(src, network_opts=fallback)
+    for note in info.notes:
+        say(f"note: {note}")
     result = ExportResult(info)
     run_name = name or model_name(target, info)
     if safetensors_path is not None:

@@ -5,7 +5,9 @@
 - Big images run in overlapping tiles (autosr.train.metrics.tiled_forward). The content-gain branch
   pools over the whole image, so it is computed once per image (exactly, from tiles) and held fixed
   while the tiles run: tiling changes nothing but float rounding where the receptive field fits in
-  the overlap.
+  the overlap. realtime…pro have no content gain; pro's squeeze-excitation pools per tile and photo's
+  and pro's shifted windows wrap around at the tile's edge, so their tiles are close to, not equal to,
+  one pass over the image.
 - Colour runs through the model; alpha is upscaled apart with bicubic interpolation. Grayscale in
   gives grayscale out, 16-bit in gives 16-bit out; the output is always PNG.
 - A file that cannot be read is skipped and reported at the end; an input is never overwritten.
@@ -227,15 +229,23 @@ def auto_tile(info: ModelInfo, device: torch.device, dtype: torch.dtype) -> int:
     if device.type != "cuda":
         return CPU_TILE
     free, _ = torch.cuda.mem_get_info(device)
-    opts = {**info.network_opts}
-    from autosr.use.model_file import resolve_network
-
-    _, _, full = resolve_network(opts)
-    width = float(full["num_feat"]) * max(1.0, float(full["ffn_ratio"]))
+    width = _feature_width(info)
     # bytes per LR pixel: ~12 live feature maps in the body, the scale²-sized output and base path
     per_px = (12 * width + 8 * info.in_chans * info.scale ** 2) * (2 if dtype != torch.float32 else 4)
     side = int(math.sqrt(free * 0.5 / per_px)) // 8 * 8
     return max(64, min(side, 2048))
+
+
+def _feature_width(info: ModelInfo) -> float:
+    """Channels of the widest feature map the body keeps per LR pixel."""
+    from autosr.use.model_file import resolve_network
+
+    _, variant, full = resolve_network(info.network_opts)
+    if "ffn_ratio" in full:  # nano…xl
+        return float(full["num_feat"]) * max(1.0, float(full["ffn_ratio"]))
+    from autosr.archs.paragonsr2_v2 import BODIES, EXPANSION
+
+    return float(BODIES[variant]["num_feat"] * EXPANSION * (2 if variant == "stream" else 1))  # stream gates 4F
 
 
 @contextlib.contextmanager
@@ -394,7 +404,7 @@ def upscale(model_target: Path, src: Path, dst: Path, *, tile: int | None = None
     if tile is not None and tile < 16:
         raise AutosrError(f"--tile {tile} is too small", "use 16 or more (LR pixels)")
     side = tile or auto_tile(info, dev, dtype)
-    result = Result()
+    result = Result(notes=list(info.notes))
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
