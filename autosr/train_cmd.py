@@ -36,6 +36,7 @@ from autosr.train.budget import TimeBudget
 from autosr.train.data import CropSource
 from autosr.train.fidelity import FidelityObjective
 from autosr.train.gan import GANObjective
+from autosr.train.graphed import GraphedFidelity, graph_blocker
 from autosr.train.hooks import Automation, RunInfo
 from autosr.train.inputs import build_data
 from autosr.train.launch import launch_note
@@ -47,6 +48,7 @@ from autosr.use.model_file import model_metadata
 
 err = Console(stderr=True, highlight=False)
 DEFAULT_OUT = Path("runs")  # `autosr train --out`'s default (autosr/cli.py)
+NO_GRAPH_ENV = "AUTOSR_NO_CUDA_GRAPH"  # 1: the eager step even where a CUDA graph would do (A/B benchmarks)
 
 
 def train_from_file(
@@ -307,9 +309,9 @@ def build_trainer(cfg: RunConfig, run_dir: Path | None, dist: DistInfo, journal:
     for (`automations` replaces it: tests pass their own)."""
     s = build_settings(cfg)
     torch_setup = setup_torch(s.runtime, dist)
-    objective = build_objective(s, torch_setup, dist)
     save_dir = RunFolder(run_dir).visualization if run_dir is not None else None
     data = build_data(s, torch_setup.device, dist, torch_setup.seed, torch_setup.precision.autocast(torch_setup.device), save_dir)
+    objective = build_objective(s, torch_setup, dist, data.source)
     notes = [*torch_setup.notes, *objective.notes, *data.notes, *unused_key_notes(s, torch_setup, data.source, dist)]
     trainer = Trainer(s, cfg, objective, data.source, data.validator, torch_setup, dist=dist, journal=journal,
                       run_dir=run_dir, budget=budget, quiet=quiet, complexity=dataset_complexity(cfg, data.source),
@@ -321,11 +323,20 @@ def build_trainer(cfg: RunConfig, run_dir: Path | None, dist: DistInfo, journal:
     return trainer
 
 
-def build_objective(s: Settings, torch_setup: TorchSetup, dist: DistInfo) -> Objective:
+def build_objective(s: Settings, torch_setup: TorchSetup, dist: DistInfo, source: CropSource) -> Objective:
     """What one step computes: GAN training when the config has a discriminator (network_d), else
-    fidelity training (the generator and its losses)."""
-    kind = GANObjective if s.gan is not None else FidelityObjective
-    return kind(s, torch_setup.device, torch_setup.precision, dist)
+    fidelity training (the generator and its losses) — as one CUDA graph where that is possible."""
+    if s.gan is not None:
+        return GANObjective(s, torch_setup.device, torch_setup.precision, dist)
+    fidelity = FidelityObjective(s, torch_setup.device, torch_setup.precision, dist)
+    blocker = graph_blocker(s, torch_setup, dist.world_size, source.kind)
+    if blocker is None and os.environ.get(NO_GRAPH_ENV) == "1":
+        blocker = f"{NO_GRAPH_ENV}=1 (benchmarks compare the two)"
+    if blocker is None:
+        return GraphedFidelity(fidelity)
+    if torch_setup.device.type == "cuda":
+        fidelity.notes.append(Note("cuda_graph", False, f"the step runs eagerly: {blocker}"))
+    return fidelity
 
 
 def build_schedule(s: Settings, run: RunInfo) -> tuple[list[Automation], list[str]]:

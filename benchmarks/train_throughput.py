@@ -3,6 +3,12 @@ already on the device (the GPU-bound ceiling). Ratios are measured in one run.
 
     python benchmarks/train_throughput.py --arch paragonsr2_nano --batch 256 --lq 64
     python benchmarks/train_throughput.py --arch paragonsr2_s --batch 128 --lq 64 --compile
+    python benchmarks/train_throughput.py --batch 64 --ssim --schedule --modes eager,graphed,compiled
+
+--modes runs each way of executing the step in this one process, one after the other, and prints
+the ratios to the first: eager (AUTOSR_NO_CUDA_GRAPH=1), graphed (the whole step as one CUDA graph,
+what `autosr train` does where it can), compiled (torch.compile; its warm-up is reported apart, and
+TORCHINDUCTOR_CACHE_DIR decides whether its cache is cold or warm).
 
 Writes a generated paired set (or uses --data DIR with hr/ and lr/), builds autosr's Trainer from
 a config like the one `autosr init` writes, and times N steps each way after warm-up. Prints the
@@ -93,6 +99,37 @@ def timed_steps(trainer: Trainer, steps: int) -> float:
     return time.perf_counter() - start
 
 
+def run_modes(args: argparse.Namespace) -> None:
+    """Each mode in turn, in this process, on the same data: samples/s and ratios to the first."""
+    import os
+    import subprocess
+
+    rows = []
+    for mode in args.modes.split(","):
+        env = {**os.environ, "AUTOSR_NO_CUDA_GRAPH": "0" if mode == "graphed" else "1"}
+        argv = [sys.executable, __file__, "--arch", args.arch, "--batch", str(args.batch), "--lq", str(args.lq),
+                "--scale", str(args.scale), "--precision", args.precision, "--steps", str(args.steps),
+                "--warmup", str(args.warmup), "--images", str(args.images), "--workers", str(args.workers)]
+        argv += ["--ssim"] * args.ssim + (["--schedule", args.schedule] if args.schedule else [])
+        argv += ["--compile"] * (mode == "compiled") + (["--data", str(args.data)] if args.data else [])
+        out = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if out.returncode:
+            print(f"{mode}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+            continue
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append({"mode": mode, **row})
+    base = rows[0]["end_to_end_samples_s"] if rows else 1.0
+    for row in rows:
+        row["vs_first"] = round(row["end_to_end_samples_s"] / base, 3)
+        print(json.dumps(row))
+    print(f"{'mode':<9} {'samples/s':>10} {'ceiling':>9} {'ratio':>6} {'vs ' + rows[0]['mode'] if rows else '':>10} {'warm-up s':>9}")
+    for row in rows:
+        print(f"{row['mode']:<9} {row['end_to_end_samples_s']:>10.0f} {row['ceiling_samples_s']:>9.0f} {row['ratio']:>6.3f} "
+              f"{row['vs_first']:>10.3f} {row['warmup_seconds']:>9.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -117,7 +154,11 @@ def main() -> None:
                         help="the runtime scheduler on: all of it (DLS + every automation, as init plans them) "
                              "or a comma list of names (dynamic_loss_scheduling, AdaptiveGradientClipping, …)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--modes", default="", help="comma list of eager, graphed, compiled (see above)")
     args = parser.parse_args()
+    if args.modes:
+        run_modes(args)
+        return
 
     data = args.data
     if data is None:
@@ -140,7 +181,8 @@ def main() -> None:
     if args.schedule:
         from autosr.schedule import AUTOMATION_NAMES
 
-        chosen = set(AUTOMATION_NAMES) | {"dynamic_loss_scheduling"} if args.schedule == "all" else set(args.schedule.split(","))
+        fidelity = {n for n in AUTOMATION_NAMES if n != "GANBalance"}  # GANBalance is for GAN runs
+        chosen = fidelity | {"dynamic_loss_scheduling"} if args.schedule == "all" else set(args.schedule.split(","))
         tree["train"]["dynamic_loss_scheduling"] = {"enabled": "dynamic_loss_scheduling" in chosen, "auto_calibrate": True}
         tree["train"]["training_automations"] = {"enabled": True, **{n: {"enabled": n in chosen} for n in AUTOMATION_NAMES}}
     cfg = validate(tree, "benchmark config")
@@ -179,6 +221,7 @@ def main() -> None:
         "precision": trainer.precision.label,
         "channels_last": trainer.s.runtime.channels_last,
         "compile": args.compile, "losses": [t.name for t in trainer.objective.terms],
+        "cuda_graph": type(trainer.objective).__name__ == "GraphedFidelity",
         "schedule": [a.name for a in trainer.automations],
         "data": trainer.source.kind,
         "data_reason": trainer.source.reason,

@@ -65,3 +65,45 @@ def test_set_too_big_for_vram_is_cached_in_pinned_host_memory(data, monkeypatch)
     assert trainer.source.kind == "cache" and "pinned host memory" in trainer.source.reason
     trainer.fit()
     assert trainer.iteration == 4
+
+
+def _train_steps(trainer, steps: int) -> list[float]:
+    """Steps as fit() runs them, with the scheduler's knobs turned in between (LR, clip, loss weights)."""
+    losses = []
+    for i in range(steps):
+        if i == 10:
+            trainer.scale_lr(0.5, "test")
+        if i == 20:
+            trainer.set_clip_threshold(0.05, "test: clipping now bites")
+        if i == 30:
+            trainer.set_loss_weights(torch.tensor([0.7, 0.2], device=trainer.device), "test")
+        stats, _ = trainer.train_step()
+        losses.append(float(stats.total))
+    return losses
+
+
+def test_the_graphed_step_equals_the_eager_step_over_50_steps_with_the_scheduler_acting(data, monkeypatch):
+    from autosr.train.graphed import GraphedFidelity
+
+    def build(graph: bool):  # noqa: ANN202
+        monkeypatch.setenv("AUTOSR_NO_CUDA_GRAPH", "0" if graph else "1")
+        cfg = config(data, batch=16, lq=32, iters=1000)
+        cfg.data["use_amp"] = False  # fp32: the two paths' kernels agree to rounding
+        cfg.data["train"]["dynamic_loss_scheduling"] = {"enabled": True, "baseline_iterations": 8}
+        return build_trainer(cfg, None, DistInfo(), Journal(None), quiet=True)
+
+    eager, graphed = build(False), build(True)
+    assert not isinstance(eager.objective, GraphedFidelity) and isinstance(graphed.objective, GraphedFidelity)
+    a, b = _train_steps(eager, 50), _train_steps(graphed, 50)
+    assert graphed.objective.captures == 1
+    for x, y in zip(a, b, strict=True):
+        assert abs(x - y) <= 1e-4 * max(abs(x), 1e-3), (a, b)
+    for (name, p), q in zip(eager.objective.model.named_parameters(), graphed.objective.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+    for p, q in zip(eager.eval_model.parameters(), graphed.eval_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    graphed.set_batch_size(8, "test: a new shape")  # the graph is captured again
+    graphed.train_step()
+    assert graphed.objective.captures == 2
+    state = graphed.state()
+    assert all(isinstance(g["lr"], float) for g in state["optimizer"]["param_groups"])  # the checkpoint as eager writes it

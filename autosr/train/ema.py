@@ -87,6 +87,17 @@ class ModelEMA:
         self.step += 1
         return decay
 
+    @torch.no_grad()
+    def lerp_towards(self, model: nn.Module, weight: Tensor) -> None:
+        """update() with the weight 1 − decay as a device tensor (a CUDA graph captures this; the caller
+        sets the weight and counts the step outside the graph). Float parameters only."""
+        source = unwrap_model(model)
+        params: list[Tensor] = list(source.parameters())
+        weights: Any = [weight.expand_as(e) for e in self._params]  # the tensor-list overload (torch's stubs lack it)
+        torch._foreach_lerp_(self._params, params, weights)
+        if self._buffers:
+            torch._foreach_copy_(self._buffers, list(source.buffers()))
+
     def state_dict(self) -> dict[str, Any]:
         """Weights plus the step counter (the warm-up resumes where it was)."""
         return {"module": self.module.state_dict(), "step": self.step}
