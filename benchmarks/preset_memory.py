@@ -52,12 +52,13 @@ def main() -> None:
     parser.add_argument("--lq", type=int, default=64)
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--variants", help="comma list (default: every preset)")
     args = parser.parse_args()
     context = 0
     torch.zeros(1, device="cuda")
     context = torch.cuda.mem_get_info()[1] - torch.cuda.mem_get_info()[0]  # driver + context, roughly
     results = {}
-    for variant in VARIANTS + V2_VARIANTS:
+    for variant in args.variants.split(",") if args.variants else VARIANTS + V2_VARIANTS:
         small, large = (8, 24) if variant in ("l", "xl", "pro") else (16, 48)
         p1, p2 = peak_for(variant, small, args.lq, args.scale), peak_for(variant, large, args.lq, args.scale)
         per_sample = (p2 - p1) / (large - small) / 2**20

@@ -97,25 +97,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("on", type=Path)
     parser.add_argument("off", type=Path)
-    parser.add_argument("--block", type=int, default=200)
+    parser.add_argument("--block", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--profile-steps", type=int, default=48)
+    parser.add_argument("--profile-steps", type=int, default=16)
+    parser.add_argument("--no-validation", action="store_true", help="skip timing one validation")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+
+    def say(text: str) -> None:  # progress on stderr: the JSON result alone goes to stdout
+        print(text, file=sys.stderr, flush=True)
+
+    say("building the two trainers (data cached once each)…")
     trainers = {"on": build(args.on), "off": build(args.off)}
-    for trainer in trainers.values():
-        timed_steps(trainer, 120)  # past warm-up's first sampled automations, cuDNN autotuning
+    for name, trainer in trainers.items():
+        timed_steps(trainer, 60)  # past warm-up's first sampled automations, cuDNN autotuning
+        say(f"  {name}: warmed up (batch {trainer.batch_size}, data {trainer.source.kind})")
     blocks: dict[str, list[float]] = {"on": [], "off": []}
     HOST_S.clear()
     on_seconds = 0.0
-    for _ in range(args.rounds):
-        for name, trainer in trainers.items():
+    for round_ in range(args.rounds):
+        # A B then B A: the host's drift over time falls on both sides alike
+        for name in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
+            trainer = trainers[name]
             seconds = timed_steps(trainer, args.block)
             on_seconds += seconds if name == "on" else 0.0
             blocks[name].append(args.block * trainer.batch_size / seconds)
+        say(f"  round {round_ + 1}/{args.rounds}: on {blocks['on'][-1]:.0f}, off {blocks['off'][-1]:.0f} samples/s")
     # Launch-bound steps: the host time the automations take is what they can cost (an upper bound,
     # and free of the ±10% block-to-block drift of the host that hides a 1% effect in the timings).
     host_share = {name: round(v / on_seconds, 5) for name, v in HOST_S.items()}
+    say("profiling a few steps each…")
     profiles = {name: profile(trainer, args.profile_steps) for name, trainer in trainers.items()}
     on_host, off_host = profiles["on"].pop("host_us_per_step"), profiles["off"].pop("host_us_per_step")
     differ = sorted(set(on_host) | set(off_host), key=lambda k: -abs(on_host.get(k, 0) - off_host.get(k, 0)))[:20]
@@ -131,7 +142,7 @@ def main() -> None:
         "automation_host_share_total": round(sum(host_share.values()), 5),
         "blocks": {k: [round(x, 1) for x in v] for k, v in blocks.items()},
         "profile": profiles,
-        "validation_s": validation_seconds(trainers["on"]),
+        "validation_s": None if args.no_validation else validation_seconds(trainers["on"]),
         "host_us_per_step_differing": {k: [round(on_host.get(k, 0), 1), round(off_host.get(k, 0), 1)] for k in differ},
     }
     print(json.dumps(result, indent=1))

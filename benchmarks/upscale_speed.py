@@ -403,7 +403,7 @@ def main() -> None:
     if unknown := [d for d in dtypes if d not in DTYPES]:
         parser.error(f"unknown dtype(s) {unknown}; use fp32, fp16, bf16")
     if dev.type == "cuda":
-        torch.cuda.set_device(dev)
+        torch.cuda.set_device(dev.index if dev.index is not None else torch.cuda.current_device())  # torch 2.11 wants an index
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
     DEVICE_NAME = device_name(dev)
