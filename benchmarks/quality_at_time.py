@@ -39,16 +39,29 @@ from autosr.runfolder import RunFolder, read_jsonl  # noqa: E402
 
 
 def run_setting(name: str, sets: list[str], args: argparse.Namespace, work: Path, gpu: int | None = None) -> dict:
+    """One setting: `--set` items, plus `arch:NAME` (another --arch), `env:KEY=VALUE` (for both commands)
+    and `init:--flag=value` (another init option)."""
     data, folder = Path(args.data), work / name
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "cfg.yml"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    arch, extra = args.arch, []
+    for item in [s for s in sets if s.split(":", 1)[0] in ("arch", "env", "init")]:
+        kind, _, value = item.partition(":")
+        if kind == "arch":
+            arch = value
+        elif kind == "env":
+            key, _, val = value.partition("=")
+            env[key] = val
+        else:
+            extra += value.split("=", 1)
+    sets = [s for s in sets if s.split(":", 1)[0] not in ("arch", "env", "init")]
     cli = [sys.executable, "-m", "autosr"]
     init = [*cli, "init", "--gt", str(data / "train/hr"), "--lq", str(data / "train/lr"),
-            "--val-gt", str(data / "val/hr"), "--val-lq", str(data / "val/lr"), "--arch", args.arch,
-            "-o", str(config), "--force", "--name", name]
+            "--val-gt", str(data / "val/hr"), "--val-lq", str(data / "val/lr"), "--arch", arch,
+            "-o", str(config), "--force", "--name", name, *extra]
     # equal wall time (the product's promise), or equal iterations (what a setting does per step,
     # free of the GPU's run-to-run speed spread)
     init += ["--set", f"train.total_iter={args.iters}"] if args.iters else ["--time", args.time]
@@ -112,22 +125,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="run every setting this many times (GPUs rotated)")
     parser.add_argument("--keep", help="copy each run's metrics.jsonl, events.jsonl and train.log here (flat names)")
     parser.add_argument("--work", default="/tmp/quality_at_time")
+    parser.add_argument("--together", type=int, default=1,
+                        help="run this many settings at the same time on one GPU (they share it: a fair pairing of "
+                             "the settings that run together, not the speed one run alone gets)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     budget = parse_duration(args.time)
     specs = []
     for spec in args.setting or ["zero="]:
         name, _, rest = spec.partition("=")
-        specs.append((name, [s for s in rest.split(",") if s]))
+        specs.append((name, [s for s in rest.split(";" if ";" in rest else ",") if s]))
     results: list[dict] = []
     for round_ in range(args.rounds):
         order = specs if args.gpus > 1 or round_ % 2 == 0 else specs[::-1]  # one GPU: A B, B A, … (drift cancels)
-        for start in range(0, len(order), args.gpus):
-            group = order[start:start + args.gpus]
+        width = max(args.gpus, args.together)
+        for start in range(0, len(order), width):
+            group = order[start:start + width]
             with ThreadPoolExecutor(max_workers=len(group)) as pool:
                 futures = []
                 for slot, (name, sets) in enumerate(group):
-                    gpu = (slot + round_) % args.gpus if args.gpus > 1 else None
+                    gpu = (slot + round_) % args.gpus if args.gpus > 1 else None  # --together: all on the one GPU
                     label = f"{name}_r{round_}" if args.rounds > 1 else name
                     futures.append((name, round_, gpu, pool.submit(run_setting, label, sets, args, Path(args.work) / args.arch, gpu)))
                 for name, round_no, gpu, future in futures:

@@ -69,6 +69,8 @@ def test_set_too_big_for_vram_is_cached_in_pinned_host_memory(data, monkeypatch)
 
 def _train_steps(trainer, steps: int) -> list[float]:
     """Steps as fit() runs them, with the scheduler's knobs turned in between (LR, clip, loss weights)."""
+    for automation in trainer.automations:  # what fit()'s start does
+        automation.on_start(trainer.run_info(), trainer)
     losses = []
     for i in range(steps):
         if i == 10:
