@@ -494,13 +494,14 @@ def _odd_size(u: np.ndarray, span: Sequence[int]) -> np.ndarray:
     return sizes[np.minimum((u * len(sizes)).astype(np.int64), len(sizes) - 1)]
 
 
-def _put_mode(t: np.ndarray, r: str, mode: np.ndarray) -> None:
+def _put_mode(t: np.ndarray, r: str, mode: np.ndarray, col: Mapping[str, int] = _COL) -> None:
     """A resize's mode code, and for its matrix: the filter's row in the lookup table (AA modes),
-    whether the mode is an AA filter, and whether its interval is area's (else nearest's)."""
-    t[:, _COL[f"{r}_mode"]] = mode
-    t[:, _COL[f"{r}_lut"]] = np.select([mode == 0, mode == 1, mode == 3], [0, 1, 2], 0) * _LUT_LEN
-    t[:, _COL[f"{r}_aa"]] = np.isin(mode, (0, 1, 3))
-    t[:, _COL[f"{r}_area"]] = mode == 4
+    whether the mode is an AA filter, and whether its interval is area's (else nearest's).
+    col: the table's column map (the realesrgan table's by default)."""
+    t[:, col[f"{r}_mode"]] = mode
+    t[:, col[f"{r}_lut"]] = np.select([mode == 0, mode == 1, mode == 3], [0, 1, 2], 0) * _LUT_LEN
+    t[:, col[f"{r}_aa"]] = np.isin(mode, (0, 1, 3))
+    t[:, col[f"{r}_area"]] = mode == 4
 
 
 def _quant_tables(quality: np.ndarray) -> np.ndarray:
@@ -509,6 +510,39 @@ def _quant_tables(quality: np.ndarray) -> np.ndarray:
     factor = np.where(q < 50, np.floor(5000.0 / q), 200.0 - 2.0 * q)
     base = np.array((_LUMA_Q, _CHROMA_Q), dtype=np.float64).reshape(1, 2, 8, 8)
     return np.asarray(np.clip(np.floor((base * factor + 50.0) / 100.0), 1, 255))
+
+
+def _kernel_choice(o: Mapping[str, Any], suffix: str, draw: Callable[[str], np.ndarray],
+                   put: Callable[[str, Any], None]) -> None:
+    """traiNNer's blur-kernel choice (realesrgan_dataset + random_mixed_kernels) for every sample:
+    draw(name) gives the uniforms of one of _KERNEL_DRAWS, put(name, value) fills one of _KERNEL_COLS."""
+    size = _odd_size(draw("size"), o[f"kernel_range{suffix}"])
+    sinc = draw("sinc") < o[f"sinc_prob{suffix}"]
+    omega = np.where(size < 13, _between(draw("omega"), (math.pi / 3, math.pi)), _between(draw("omega"), (math.pi / 5, math.pi)))
+    shapes = np.array([KERNEL_TYPES.index(s) for s in o[f"kernel_list{suffix}"]])
+    shape = shapes[_choose(draw("shape"), o[f"kernel_prob{suffix}"])]
+    sigma = o[f"blur_sigma{suffix}"]
+    iso = shape % 2 == 0  # iso, generalized_iso, plateau_iso
+    sx = _between(draw("sx"), sigma)
+    sy = np.where(iso, sx, _between(draw("sy"), sigma))
+    theta = np.where(iso, 0.0, _between(draw("theta"), (-math.pi, math.pi)))
+    lo_g, hi_g = o[f"betag_range{suffix}"]
+    lo_p, hi_p = o[f"betap_range{suffix}"]
+    # traiNNer: half the time below 1, half above
+    beta_g = np.where(draw("bg_side") < 0.5, _between(draw("bg"), (lo_g, 1.0)), _between(draw("bg"), (1.0, hi_g)))
+    beta_p = np.where(draw("bp_side") < 0.5, _between(draw("bp"), (lo_p, 1.0)), _between(draw("bp"), (1.0, hi_p)))
+    cos, sin = np.cos(theta), np.sin(theta)
+    put("on", draw("on") < o[f"blur_prob{suffix}"])
+    put("size", size)
+    put("type", np.where(sinc, _SINC, shape))
+    put("sx", sx)
+    put("sy", sy)
+    put("theta", theta)
+    put("a", cos**2 / sx**2 + sin**2 / sy**2)  # the inverse of R·diag(sx², sy²)·Rᵀ
+    put("b", cos * sin * (1 / sx**2 - 1 / sy**2))
+    put("d", sin**2 / sx**2 + cos**2 / sy**2)
+    put("beta", np.where(shape >= 4, beta_p, np.where(shape >= 2, beta_g, 1.0)))
+    put("omega", omega)
 
 
 @dataclass(frozen=True)
@@ -539,21 +573,108 @@ class _Plan:
         return out
 
 
-class RealESRGANDegrader(Degrader):
-    """traiNNer-redux's two-order degradation (blur, resize, noise, JPEG ×2, final resize + sinc),
-    every choice per sample. On a CUDA device the batch's device work is captured once per batch
-    shape as a CUDA graph and replayed (set `cuda_graph = False` to run it eagerly); `graph_note`
-    says why a capture was given up, if it was."""
-
-    kind = "realesrgan"
+class _DeviceDegrader(Degrader):
+    """What the realesrgan and paragon kinds share: per-sample parameter tables drawn on the host,
+    the device work on them (cached constants, per-sample kernels, resizes, noise bits, JPEG, the
+    LR window), and CUDA graphs of that work, one per batch shape (set `cuda_graph = False` to run
+    eagerly; `graph_note` says why a capture was given up, if it was)."""
 
     def __init__(self, opts: dict[str, Any], scale: int, seed: int) -> None:
         self.opts, self.scale, self.seed = opts, scale, seed
         self.margin = 16 // scale  # traiNNer degrades a crop of gt_size + 32 HR px, then crops gt_size
         self.cuda_graph = True
         self.graph_note = ""
-        self._graphs: dict[tuple[int, int, int, int, str], _Replay] = {}
+        self._graphs: dict[tuple[Any, ...], _Replay] = {}
         self._const: dict[tuple[str, str], Tensor] = {}
+
+    def _graph(self, key: tuple[Any, ...], fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], hr: Tensor,
+               host: Tensor) -> _Replay | None:
+        """The CUDA graph of fn for this batch shape (captured on first use), or None once a capture failed."""
+        if key not in self._graphs:
+            if len(self._graphs) >= _GRAPHS_KEPT:  # batch-size changes: keep the newest few (each holds its memory)
+                del self._graphs[next(iter(self._graphs))]
+            try:
+                self._graphs[key] = _Replay(fn, hr, host)
+            except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly, say why
+                self.cuda_graph = False
+                self.graph_note = f"CUDA graph capture failed, degrading eagerly: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                return None
+        return self._graphs[key]
+
+    def _window(self, t: Tensor, oy: Tensor, ox: Tensor, size: tuple[int, int], unit: int) -> Tensor:
+        """Each sample's size·unit window at (oy, ox)·unit."""
+        n, c = t.shape[:2]
+        ys = oy[:, None] * unit + self._arange(0, size[0] * unit, t.device)
+        xs = ox[:, None] * unit + self._arange(0, size[1] * unit, t.device)
+        rows = t.gather(2, ys[:, None, :, None].expand(n, c, ys.shape[1], t.shape[3]))
+        return rows.gather(3, xs[:, None, None, :].expand(n, c, ys.shape[1], xs.shape[1]))
+
+    def _const_of(self, name: str, device: torch.device, build: Callable[[], Tensor]) -> Tensor:
+        """A constant tensor, built once per device (before a CUDA graph capture: in its warm-up)."""
+        key = (name, str(device))
+        if key not in self._const:
+            self._const[key] = build().to(device)
+        return self._const[key]
+
+    def _arange(self, start: int, end: int, device: torch.device, dtype: torch.dtype = torch.int64) -> Tensor:
+        return self._const_of(f"arange{start}:{end}:{dtype}", device, lambda: torch.arange(start, end, dtype=dtype))
+
+    def _resize(self, x: Tensor, src: _Sizes, dst: _Sizes, p: Tensor, r: str, codes: frozenset[int], canvas: tuple[int, int],
+                col: Mapping[str, int] = _COL) -> Tensor:
+        """Every sample from its src size to its dst size on a canvas (h, w), clamped to [0, 1]."""
+        if codes == {_KEEP} and x.shape[2:] == canvas:
+            return x
+        lut = self._const_of("lut", x.device, _filter_lut)
+
+        def matrix(n_in: Tensor, n_out: Tensor, size_in: int, size_out: int) -> Tensor:
+            o = self._arange(0, size_out, x.device, torch.float32)[None, :, None]
+            i = self._arange(0, size_in, x.device, torch.float32)[None, None, :]
+            return _resize_matrix(n_in, n_out, p, r, codes, o, i, lut, col)
+
+        ry = matrix(src.h, dst.h, x.shape[2], canvas[0])
+        same = src.h is src.w and dst.h is dst.w and x.shape[2] == x.shape[3] and canvas[0] == canvas[1]
+        rx = ry if same else matrix(src.w, dst.w, x.shape[3], canvas[1])
+        return torch.matmul(torch.matmul(ry[:, None], x), rx.transpose(1, 2)[:, None]).clamp_(0, 1)
+
+    def _valid(self, sizes: _Sizes, shape: torch.Size) -> Tensor:
+        """[N, 1, H, W] bool: inside each sample's valid area."""
+        ys = self._arange(0, shape[2], sizes.h.device, torch.float32)[:, None]
+        xs = self._arange(0, shape[3], sizes.h.device, torch.float32)
+        return (ys < sizes.h[:, None, None, None]) & (xs < sizes.w[:, None, None, None])
+
+    def _bits(self, keys: Tensor, shape: torch.Size) -> Tensor:
+        """[N, C, H, W] int64 of 32 random bits: a hash of (the sample's key, channel, row, column) only,
+        so a pixel of a sample gets the same bits in any batch, on any device."""
+        _, c, h, w = shape
+        name = f"coords{c}x{h}x{w}"
+        if (name, str(keys.device)) not in self._const:
+            dev = keys.device
+            coords = ((torch.arange(c, device=dev)[:, None, None] << (2 * _STRIDE))
+                      | (torch.arange(h, device=dev)[:, None] << _STRIDE) | torch.arange(w, device=dev))
+            self._const[(name, str(dev))] = coords
+        return _hash32(self._const[(name, str(keys.device))][None] ^ keys.long()[:, None, None, None])
+
+    def _const_table(self, name: str, device: torch.device) -> Tensor:
+        return self._const_of(name, device, lambda: _shared_table(name, str(device)))
+
+    def _kernels(self, p: Tensor, name: str, shapes: frozenset[int], col: Mapping[str, int] = _COL) -> Tensor:
+        return _kernels(p, name, shapes, self._const_of("grids", p.device, _kernel_grids), col)
+
+    def _jpeg(self, x: Tensor, tables: Tensor, sizes: _Sizes) -> Tensor:
+        consts = {name: self._const_of(f"jpeg_{name}", x.device, functools.partial(_jpeg_constant, name))
+                  for name in ("dct", "ycc", "ycc_offset", "rgb")}
+        wp = -(-x.shape[3] // 16) * 16
+        consts["bias"] = self._const_of(f"jpeg_bias{wp}", x.device, lambda: _chroma_bias(wp))
+        return jpeg(x, tables.float(), sizes, consts)
+
+
+class RealESRGANDegrader(_DeviceDegrader):
+    """traiNNer-redux's two-order degradation (blur, resize, noise, JPEG ×2, final resize + sinc),
+    every choice per sample. On a CUDA device the batch's device work is captured once per batch
+    shape as a CUDA graph and replayed (set `cuda_graph = False` to run it eagerly); `graph_note`
+    says why a capture was given up, if it was."""
+
+    kind = "realesrgan"
 
     # ── host: the draws ──
 
@@ -627,41 +748,11 @@ class RealESRGANDegrader(Degrader):
 
     def _kernel_draws(self, u: np.ndarray, t: np.ndarray, k: str, suffix: str) -> None:
         """traiNNer's kernel choice (realesrgan_dataset + random_mixed_kernels), per sample."""
-        o = self.opts
-
-        def draw(name: str) -> np.ndarray:
-            return u[:, _D[f"{k}_{name}"]]
 
         def put(name: str, value: Any) -> None:
             t[:, _COL[f"{k}_{name}"]] = value
 
-        size = _odd_size(draw("size"), o[f"kernel_range{suffix}"])
-        sinc = draw("sinc") < o[f"sinc_prob{suffix}"]
-        omega = np.where(size < 13, _between(draw("omega"), (math.pi / 3, math.pi)), _between(draw("omega"), (math.pi / 5, math.pi)))
-        shapes = np.array([KERNEL_TYPES.index(s) for s in o[f"kernel_list{suffix}"]])
-        shape = shapes[_choose(draw("shape"), o[f"kernel_prob{suffix}"])]
-        sigma = o[f"blur_sigma{suffix}"]
-        iso = shape % 2 == 0  # iso, generalized_iso, plateau_iso
-        sx = _between(draw("sx"), sigma)
-        sy = np.where(iso, sx, _between(draw("sy"), sigma))
-        theta = np.where(iso, 0.0, _between(draw("theta"), (-math.pi, math.pi)))
-        lo_g, hi_g = o[f"betag_range{suffix}"]
-        lo_p, hi_p = o[f"betap_range{suffix}"]
-        # traiNNer: half the time below 1, half above
-        beta_g = np.where(draw("bg_side") < 0.5, _between(draw("bg"), (lo_g, 1.0)), _between(draw("bg"), (1.0, hi_g)))
-        beta_p = np.where(draw("bp_side") < 0.5, _between(draw("bp"), (lo_p, 1.0)), _between(draw("bp"), (1.0, hi_p)))
-        cos, sin = np.cos(theta), np.sin(theta)
-        put("on", draw("on") < o[f"blur_prob{suffix}"])
-        put("size", size)
-        put("type", np.where(sinc, _SINC, shape))
-        put("sx", sx)
-        put("sy", sy)
-        put("theta", theta)
-        put("a", cos**2 / sx**2 + sin**2 / sy**2)  # the inverse of R·diag(sx², sy²)·Rᵀ
-        put("b", cos * sin * (1 / sx**2 - 1 / sy**2))
-        put("d", sin**2 / sx**2 + cos**2 / sy**2)
-        put("beta", np.where(shape >= 4, beta_p, np.where(shape >= 2, beta_g, 1.0)))
-        put("omega", omega)
+        _kernel_choice(self.opts, suffix, lambda name: u[:, _D[f"{k}_{name}"]], put)
 
     def plan(self, n: int, h: int, w: int, margin: int = 0) -> _Plan:
         """The static shape of the work for a batch of n crops of h×w (see `_Plan`)."""
@@ -726,17 +817,8 @@ class RealESRGANDegrader(Degrader):
         return out[0].contiguous(memory_format=fmt), out[1].contiguous(memory_format=fmt)
 
     def _replay(self, hr: Tensor, host: Tensor, plan: _Plan) -> tuple[Tensor, Tensor] | None:
-        key = (plan.n, plan.h, plan.w, plan.margin, str(hr.device))
-        if key not in self._graphs:
-            if len(self._graphs) >= _GRAPHS_KEPT:  # batch-size changes: keep the newest few (each holds its memory)
-                del self._graphs[next(iter(self._graphs))]
-            try:
-                self._graphs[key] = _Replay(lambda x, b: self._run(x, b, plan), hr, host)
-            except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly, say why
-                self.cuda_graph = False
-                self.graph_note = f"CUDA graph capture failed, degrading eagerly: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-                return None
-        return self._graphs[key].run(hr, host)
+        graph = self._graph((plan.n, plan.h, plan.w, plan.margin, str(hr.device)), lambda x, b: self._run(x, b, plan), hr, host)
+        return None if graph is None else graph.run(hr, host)
 
     def _run(self, hr: Tensor, buf: Tensor, plan: _Plan) -> tuple[Tensor, Tensor]:
         """The device work for one batch: hr [N, 3, H, W], buf the packed parameters on the device;
@@ -802,14 +884,6 @@ class RealESRGANDegrader(Degrader):
         window = (plan.lq[0] - 2 * plan.margin, plan.lq[1] - 2 * plan.margin)
         return self._window(lq, oy, ox, window, 1), self._window(gt, oy, ox, window, self.scale)
 
-    def _window(self, t: Tensor, oy: Tensor, ox: Tensor, size: tuple[int, int], unit: int) -> Tensor:
-        """Each sample's size·unit window at (oy, ox)·unit."""
-        n, c = t.shape[:2]
-        ys = oy[:, None] * unit + self._arange(0, size[0] * unit, t.device)
-        xs = ox[:, None] * unit + self._arange(0, size[1] * unit, t.device)
-        rows = t.gather(2, ys[:, None, :, None].expand(n, c, ys.shape[1], t.shape[3]))
-        return rows.gather(3, xs[:, None, None, :].expand(n, c, ys.shape[1], xs.shape[1]))
-
     def _noise(self, x: Tensor, p: Tensor, pf: Tensor, name: str, sizes: _Sizes, plan: _Plan) -> Tensor:
         colour, gray = plan.gray[name]
         gray_on = (pf[:, _COL[f"{name}_gray"]] > 0)[:, None, None, None]
@@ -833,63 +907,6 @@ class RealESRGANDegrader(Degrader):
             assert color is not None
             x = torch.clamp(x + color * scale, 0, 1)
         return x
-
-    def _const_of(self, name: str, device: torch.device, build: Callable[[], Tensor]) -> Tensor:
-        """A constant tensor, built once per device (before a CUDA graph capture: in its warm-up)."""
-        key = (name, str(device))
-        if key not in self._const:
-            self._const[key] = build().to(device)
-        return self._const[key]
-
-    def _arange(self, start: int, end: int, device: torch.device, dtype: torch.dtype = torch.int64) -> Tensor:
-        return self._const_of(f"arange{start}:{end}:{dtype}", device, lambda: torch.arange(start, end, dtype=dtype))
-
-    def _resize(self, x: Tensor, src: _Sizes, dst: _Sizes, p: Tensor, r: str, codes: frozenset[int], canvas: tuple[int, int]) -> Tensor:
-        """Every sample from its src size to its dst size on a canvas (h, w), clamped to [0, 1]."""
-        if codes == {_KEEP} and x.shape[2:] == canvas:
-            return x
-        lut = self._const_of("lut", x.device, _filter_lut)
-
-        def matrix(n_in: Tensor, n_out: Tensor, size_in: int, size_out: int) -> Tensor:
-            o = self._arange(0, size_out, x.device, torch.float32)[None, :, None]
-            i = self._arange(0, size_in, x.device, torch.float32)[None, None, :]
-            return _resize_matrix(n_in, n_out, p, r, codes, o, i, lut)
-
-        ry = matrix(src.h, dst.h, x.shape[2], canvas[0])
-        same = src.h is src.w and dst.h is dst.w and x.shape[2] == x.shape[3] and canvas[0] == canvas[1]
-        rx = ry if same else matrix(src.w, dst.w, x.shape[3], canvas[1])
-        return torch.matmul(torch.matmul(ry[:, None], x), rx.transpose(1, 2)[:, None]).clamp_(0, 1)
-
-    def _valid(self, sizes: _Sizes, shape: torch.Size) -> Tensor:
-        """[N, 1, H, W] bool: inside each sample's valid area."""
-        ys = self._arange(0, shape[2], sizes.h.device, torch.float32)[:, None]
-        xs = self._arange(0, shape[3], sizes.h.device, torch.float32)
-        return (ys < sizes.h[:, None, None, None]) & (xs < sizes.w[:, None, None, None])
-
-    def _bits(self, keys: Tensor, shape: torch.Size) -> Tensor:
-        """[N, C, H, W] int64 of 32 random bits: a hash of (the sample's key, channel, row, column) only,
-        so a pixel of a sample gets the same bits in any batch, on any device."""
-        _, c, h, w = shape
-        name = f"coords{c}x{h}x{w}"
-        if (name, str(keys.device)) not in self._const:
-            dev = keys.device
-            coords = ((torch.arange(c, device=dev)[:, None, None] << (2 * _STRIDE))
-                      | (torch.arange(h, device=dev)[:, None] << _STRIDE) | torch.arange(w, device=dev))
-            self._const[(name, str(dev))] = coords
-        return _hash32(self._const[(name, str(keys.device))][None] ^ keys.long()[:, None, None, None])
-
-    def _const_table(self, name: str, device: torch.device) -> Tensor:
-        return self._const_of(name, device, lambda: _shared_table(name, str(device)))
-
-    def _kernels(self, p: Tensor, name: str, shapes: frozenset[int]) -> Tensor:
-        return _kernels(p, name, shapes, self._const_of("grids", p.device, _kernel_grids))
-
-    def _jpeg(self, x: Tensor, tables: Tensor, sizes: _Sizes) -> Tensor:
-        consts = {name: self._const_of(f"jpeg_{name}", x.device, functools.partial(_jpeg_constant, name))
-                  for name in ("dct", "ycc", "ycc_offset", "rgb")}
-        wp = -(-x.shape[3] // 16) * 16
-        consts["bias"] = self._const_of(f"jpeg_bias{wp}", x.device, lambda: _chroma_bias(wp))
-        return jpeg(x, tables.float(), sizes, consts)
 
     def describe(self) -> list[Param]:
         head = [
@@ -990,14 +1007,14 @@ def _filter(x: Tensor, kernels: Tensor, sizes: _Sizes) -> Tensor:
     return F.conv2d(padded.reshape(1, n * c, *padded.shape[2:]), weight, groups=n * c).view(n, c, hc, wc)
 
 
-def _kernels(p: Tensor, name: str, shapes: frozenset[int], grids: Tensor) -> Tensor:
+def _kernels(p: Tensor, name: str, shapes: frozenset[int], grids: Tensor, col: Mapping[str, int] = _COL) -> Tensor:
     """[N, 21, 21] blur kernels from the parameter rows (traiNNer pads every kernel to 21):
     Gaussian, generalized Gaussian or plateau (iso/aniso), or sinc (circular low-pass), each
     normalised to sum 1 within its size. `shapes`: the type codes that can occur (others are not
-    built); `grids`: see `_kernel_grids`."""
+    built); `grids`: see `_kernel_grids`; `col`: the table's column map."""
 
     def c(field: str) -> Tensor:
-        return p[:, _COL[f"{name}_{field}"]][:, None, None]
+        return p[:, col[f"{name}_{field}"]][:, None, None]
 
     kind = c("type")
     kern: Tensor | None = None
@@ -1091,16 +1108,17 @@ def _filter_lut() -> Tensor:
     return torch.cat([_aa_weights(code, t) for code in (0, 1, 2)]).float()
 
 
-def _resize_matrix(n_in: Tensor, n_out: Tensor, p: Tensor, r: str, codes: frozenset[int], o: Tensor, i: Tensor, lut: Tensor) -> Tensor:
+def _resize_matrix(n_in: Tensor, n_out: Tensor, p: Tensor, r: str, codes: frozenset[int], o: Tensor, i: Tensor, lut: Tensor,
+                   col: Mapping[str, int] = _COL) -> Tensor:
     """[N, O, I]: row o holds output pixel o's weights over the input pixels, per sample (its own
     sizes and mode from the parameter rows; zero outside the sizes). bilinear and bicubic follow
     torch's F.interpolate(antialias=True), i.e. Pillow's resampling, lanczos is Pillow's Lanczos-3
     (filters from the lookup table); nearest-exact and area follow F.interpolate; mode -1 (keep) is
     the identity. p, n_in, n_out: float32; o: [1, O, 1] and i: [1, 1, I] float32 pixel indices;
-    only `codes` are built."""
+    only `codes` are built; `col`: the table's column map."""
 
-    def col(name: str) -> Tensor:
-        return p[:, _COL[f"{r}_{name}"]][:, None, None]
+    def column(name: str) -> Tensor:
+        return p[:, col[f"{r}_{name}"]][:, None, None]
 
     n_in, n_out = n_in[:, None, None], n_out[:, None, None]
     scale = n_in / n_out
@@ -1109,13 +1127,13 @@ def _resize_matrix(n_in: Tensor, n_out: Tensor, p: Tensor, r: str, codes: frozen
         u = (i + 0.5 - scale * (o + 0.5)) * (_LUT_STEPS / scale.clamp(min=1.0)) + 3 * _LUT_STEPS
         u = u.clamp_(0, 6 * _LUT_STEPS)
         base = torch.floor(u)
-        index = base.long() + col("lut").long()
+        index = base.long() + column("lut").long()
         w_aa = torch.lerp(lut[index], lut[index + 1], u - base)
     if codes & {2, 4, _KEEP}:
         lo = torch.minimum(torch.floor((o + 0.5) * scale), n_in - 1)  # nearest-exact (and keep: scale 1)
         hi = lo + 1
         if 4 in codes:  # area: adaptive average pooling's [floor(o·in/out), ceil((o+1)·in/out))
-            area = col("area") > 0
+            area = column("area") > 0
             lo = torch.where(area, torch.floor(o * n_in / n_out), lo)
             hi = torch.where(area, torch.ceil((o + 1) * n_in / n_out), hi)
         w_box = ((i >= lo) & (i < hi)).float()
@@ -1123,7 +1141,7 @@ def _resize_matrix(n_in: Tensor, n_out: Tensor, p: Tensor, r: str, codes: frozen
         w = w_aa if w_box is None else w_box
         assert w is not None
     else:
-        w = torch.where(col("aa") > 0, w_aa, w_box)
+        w = torch.where(column("aa") > 0, w_aa, w_box)
     w = w * ((o < n_out) & (i < n_in))
     return w / w.sum(dim=2, keepdim=True).clamp(min=1e-12)
 
