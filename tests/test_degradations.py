@@ -310,7 +310,7 @@ def test_options_are_checked_by_name():
         _degrader({"noise_range": [1, "5"]})
     with pytest.raises(AutosrError, match="dataroot_lq_prob: mixing paired LR"):
         _degrader({"dataroot_lq_prob": 0.5})
-    with pytest.raises(AutosrError, match="belongs to the realesrgan degradations"):
+    with pytest.raises(AutosrError, match="blur_prob belongs to the realesrgan and paragon degradations, not bicubic"):
         _degrader({"blur_prob": 0.5}, kind="bicubic")
     with pytest.raises(AutosrError, match="unknown degradation kind 'bicubc'.*did you mean 'bicubic'"):
         _degrader(kind="bicubc")
