@@ -497,6 +497,10 @@ def test_cost_benchmark_runs_on_the_cpu(capsys):
     result = module.main(["--small", "--device", "cpu", "--steps", "1"])
     out = capsys.readouterr().out
     assert "degradation / step:" in out and result["degrade_over_step"] > 0 and result["batch"] == 8
+    paragon = module.main(["--small", "--device", "cpu", "--steps", "1", "--config", "paragon"])
+    out = capsys.readouterr().out
+    assert "config paragon" in out and paragon["degrade_ms"] > 0 and paragon["host_draws_ms"] > 0
+    assert ("note: HEIF compression unavailable" in out) == bool(D.codec_problem("heif"))
 
 
 # ------------------------------------------------------------------------------------ paragon ----
