@@ -1764,7 +1764,8 @@ class ParagonDegrader(_DeviceDegrader):
 
         # sensor: demosaicing, noise, rolling shutter
         if "dm" in st:
-            x = torch.where(on("dm_on"), _demosaic(x), x)
+            bayer = self._const_of(f"bayer{plan.h}x{plan.w}", x.device, lambda: _bayer(plan.h, plan.w))
+            x = torch.where(on("dm_on"), _demosaic(x, bayer), x)
         if "sn" in st:
             noise = self._const_table("normal", x.device)[self._bits(p[:, _PC["nk"]], x.shape) >> 16]
             x = torch.where(on("sn_on"), torch.clamp(x + noise * val("sn_std"), 0, 1), x)
@@ -1891,20 +1892,29 @@ def _motion_kernels(p: Tensor, side: int) -> Tensor:
     return (kern / kern.sum(dim=(1, 2), keepdim=True)).float()
 
 
-def _demosaic(x: Tensor) -> Tensor:
+def _bayer(h: int, w: int) -> Tensor:
+    """[2, 3, max(h, w, 3), max(h, w, 3)] (host): the fork's mosaic as masks of R, G, B (plane 0, top
+    left), then the bilinear interpolation weights of R/B and G (plane 1, top-left 3×3 of each)."""
+    side = max(h, w, 3)
+    rows, cols = torch.arange(side)[:, None] % 2, torch.arange(side)[None, :] % 2
+    blue, red = (rows == 0) & (cols == 0), (rows == 1) & (cols == 1)
+    out = torch.zeros(2, 3, side, side)
+    out[0] = torch.stack([red, ~(red | blue), blue]).float()
+    rb = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 4
+    g = torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]]) / 4
+    out[1, :, :3, :3] = torch.stack([rb, g, rb])
+    return out
+
+
+def _demosaic(x: Tensor, bayer: Tensor | None = None) -> Tensor:
     """The 8-bit image on the fork's Bayer mosaic (B at even rows and columns, R at odd ones, G
     between), interpolated back bilinearly with 8-bit rounding (OpenCV's Bayer → RGB; reflected
-    borders here)."""
+    borders here). bayer: `_bayer(h, w)` on x's device (built here if not given)."""
     _, _, h, w = x.shape
+    if bayer is None:
+        bayer = _bayer(h, w).to(x.device)
     v = torch.floor(x.clamp(0, 1) * 255 + 0.5)
-    rows = torch.arange(h, device=x.device)[:, None] % 2
-    cols = torch.arange(w, device=x.device)[None, :] % 2
-    blue, red = (rows == 0) & (cols == 0), (rows == 1) & (cols == 1)
-    mask = torch.stack([red, ~(red | blue), blue]).to(x.dtype)[None]
-    rb = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], device=x.device) / 4
-    g = torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]], device=x.device) / 4
-    weight = torch.stack([rb, g, rb])[:, None]
-    full = F.conv2d(F.pad(v * mask, (1, 1, 1, 1), mode="reflect"), weight, groups=3)
+    full = F.conv2d(F.pad(v * bayer[0, :, :h, :w], (1, 1, 1, 1), mode="reflect"), bayer[1, :, None, :3, :3], groups=3)
     return torch.floor(full + 0.5) * (1.0 / 255.0)
 
 
