@@ -1,6 +1,6 @@
 """LR made on the fly from HR crops, batched on the training device (issue 22: train from HR alone).
 
-Two kinds behind one interface (`Degrader`: `degrade(hr, counter) -> lq`, `describe()`):
+Three kinds behind one interface (`Degrader`: `degrade(hr, counter) -> lq`, `describe()`, `notes`):
 
 - ``bicubic``: Pillow's ``Image.resize(size, Image.Resampling.BICUBIC)`` reproduced exactly — the
   downscale autosr's synthetic sets and benchmarks/photos.py use for their LR folders (Keys cubic,
@@ -13,6 +13,13 @@ Two kinds behind one interface (`Degrader`: `degrade(hr, counter) -> lq`, `descr
   ``RealESRGANModel.feed_data``), its keys, meanings and defaults, with every random choice drawn
   per sample (traiNNer draws most per batch). See docs/degradations.md for the key table and for
   where autosr's batched version differs.
+- ``paragon``: the ParagonSR2 fork's own pipeline for the same ``high_order_degradation: true``
+  (``ParagonOTF``: lens distortion, chromatic aberration, motion and defocus blur, demosaicing,
+  sensor noise, rolling shutter, exposure, colour temperature, oversharpening, aliasing, the resize
+  to the LR size + sinc, JPEG/WebP/AVIF/HEIF compression and recompression, editing), its keys,
+  meanings, defaults and order, every choice per sample; WebP/AVIF/HEIF through Pillow per sample
+  on the CPU (the only host work on pixels). `otf_kind(flavor)` says which of the two a config's
+  ``high_order_degradation`` selects.
 
 Determinism: sample b of a call ``degrade(hr, counter)`` draws everything from
 (seed, counter + b) alone — its parameters from a host RNG keyed so, its noise fields from a
