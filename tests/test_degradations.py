@@ -683,6 +683,14 @@ def test_paragon_oversharpening_is_the_forks_formula():
     box = F.conv2d(F.pad(hr, (2, 2, 2, 2), mode="reflect"), torch.ones(3, 1, 5, 5) / 25, groups=3)
     want = F.avg_pool2d((hr + (hr - box) * s).clamp(0, 1), 2)
     assert torch.allclose(_front(d, hr), want, atol=1e-5)
+    # editing sharpening: the same on the compressed LR, with editing_oversharpen_strength
+    e = _paragon({**P_QUIET, "editing_prob": 1, "editing_oversharpen_prob": 1, "editing_oversharpen_strength": [1.0, 2.0]})
+    s = torch.from_numpy(e.draws(0, 4, 32, 32)[:, D._PC["ed_os_s"]]).float()[:, None, None, None]
+    plain = _paragon(P_QUIET).degrade(hr, 0)
+    box = F.conv2d(F.pad(plain, (2, 2, 2, 2), mode="reflect"), torch.ones(3, 1, 5, 5) / 25, groups=3)
+    want = torch.round((plain + (plain - box) * s).clamp(0, 1) * 255)
+    diff = (_levels(e.degrade(hr, 0)) - want).abs()
+    assert float(diff.max()) <= 1 and float((diff == 0).float().mean()) > 0.99  # (a level where a .5 meets float rounding)
 
 
 @pytest.mark.parametrize("size", [32, 37, 48])
