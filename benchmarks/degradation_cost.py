@@ -4,6 +4,7 @@
     python benchmarks/degradation_cost.py --eager              # no CUDA graph for the degradation
     python benchmarks/degradation_cost.py --small              # a CPU-sized run (batch 8, lq 16, 3 steps)
     python benchmarks/degradation_cost.py --config trainner    # traiNNer-redux's default OTF values
+    python benchmarks/degradation_cost.py --config paragon     # the fork's own pipeline, its showcase values
 
 Times, after warm-up, N times each (the device synchronised around each block):
   degrade  the degradation of one batch, as an HR-only crop source runs it: HR crops of
@@ -14,8 +15,9 @@ Times, after warm-up, N times each (the device synchronised around each block):
   both     degrade then step, as the training loop does: what degrading really adds, overlap included
 and prints degrade/step and (both - step)/step. The target for a GPU at nano batch 64 is ≤ 10%.
 --config: realesrgan (default: every stage on, the fork's real-photo values in traiNNer-redux
-keys), trainner (traiNNer-redux's defaults: resizes and two JPEGs), bicubic. --json FILE saves
-the numbers.
+keys), trainner (traiNNer-redux's defaults: resizes and two JPEGs), paragon (the ParagonSR2 fork's
+pipeline with "2xS_real_photography_showcase.yml"'s values: WebP/AVIF on the CPU, per sample),
+bicubic. --json FILE saves the numbers.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autosr.archs import build_network  # noqa: E402
 from autosr.synthetic import paint  # noqa: E402
-from autosr.train.degradations import Degrader, RealESRGANDegrader  # noqa: E402
+from autosr.train.degradations import Degrader, ParagonDegrader, RealESRGANDegrader  # noqa: E402
 
 # "2xS_real_photography_showcase copy.yml" of the ParagonSR2 fork (options/train/ParagonSR2/previous),
 # its upstream-key degradation values; "nearest" there is "nearest-exact" (traiNNer-redux's name).
@@ -54,9 +56,28 @@ REAL_PHOTO = {
     "blur_kernel_size2": 21, "sinc_prob2": 0.1, "blur_sigma2": [0.2, 1.5], "betag_range2": [0.5, 4.0], "betap_range2": [1, 2],
     "final_sinc_prob": 0.1, "final_kernel_range": [7, 21],
 }  # fmt: skip
+# "2xS_real_photography_showcase.yml" of the fork (options/train/ParagonSR2/previous): its
+# high_order_degradation keys, root and datasets.train, which the fork's own pipeline reads.
+SHOWCASE = {
+    "blur_prob": 0.3, "resize_mode_list3": ["bicubic", "bilinear"], "resize_mode_prob3": [0.7, 0.3],
+    "compression_formats": ["jpeg", "webp", "avif", "heif"], "compression_weights": [0.60, 0.25, 0.10, 0.05],
+    "compression_jpeg_range": [45, 95], "compression_webp_range": [60, 85], "compression_avif_range": [65, 90],
+    "compression_heif_range": [70, 90], "recompression_prob": 0.5, "recompression_formats": ["jpeg", "webp", "avif", "heif"],
+    "recompression_weights": [0.50, 0.35, 0.10, 0.05],
+    "sensor_noise_prob": 0.5, "sensor_noise_std_range": [0.015, 0.06], "motion_blur_prob": 0.2, "motion_blur_kernel_size": [3, 9],
+    "motion_blur_angle_range": [0, 360], "lens_distort_prob": 0.25, "lens_distort_strength_range": [-0.1, 0.2],
+    "rolling_shutter_prob": 0.15, "rolling_shutter_strength_range": [0.01, 0.06], "chromatic_aberration_prob": 0.4,
+    "oversharpen_prob": 0.4, "oversharpen_strength": [1.1, 1.5], "exposure_prob": 0.3, "exposure_factor_range": [0.90, 1.15],
+    "color_temp_prob": 0.35, "color_temp_shift_range": [-0.15, 0.15], "aliasing_prob": 0.2, "aliasing_scale_range": [0.6, 0.9],
+    "demosaic_prob": 0.1, "editing_prob": 0.4, "editing_exposure_prob": 0.6, "editing_exposure_range": [0.95, 1.10],
+    "editing_oversharpen_prob": 0.4, "editing_oversharpen_strength": [1.05, 1.3], "queue_size": 120,
+    "blur_kernel_size": 21, "sinc_prob": 0.1, "blur_sigma": [0.2, 3.0], "betag_range": [0.5, 4.0], "betap_range": [1, 2],
+    "final_sinc_prob": 0.1, "final_kernel_range": [7, 21],
+}  # fmt: skip
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "realesrgan": ("realesrgan", REAL_PHOTO),
     "trainner": ("realesrgan", {}),
+    "paragon": ("paragon", SHOWCASE),
     "bicubic": ("bicubic", {}),
 }
 
@@ -90,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cuda = device.type == "cuda"
     kind, opts = CONFIGS[args.config]
     degrader = Degrader.from_options(kind, opts, args.scale, seed=0)
-    if isinstance(degrader, RealESRGANDegrader):
+    if isinstance(degrader, RealESRGANDegrader | ParagonDegrader):
         degrader.cuda_graph = not args.eager
     margin = degrader.margin
     big = hr_crops(args.batch, (args.lq + 2 * margin) * args.scale, device)
@@ -119,13 +140,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_both = _timed(lambda i: step(degrade(i)), args.steps, device)
     side = big.shape[2]
     t_draws = _timed(lambda i: degrader.draws(i * args.batch, args.batch, side, side, margin), args.steps, torch.device("cpu")) \
-        if isinstance(degrader, RealESRGANDegrader) else 0.0
-    note = degrader.graph_note if isinstance(degrader, RealESRGANDegrader) else ""
-    graph = isinstance(degrader, RealESRGANDegrader) and cuda and degrader.cuda_graph
+        if isinstance(degrader, RealESRGANDegrader | ParagonDegrader) else 0.0
+    note = degrader.graph_note if isinstance(degrader, RealESRGANDegrader | ParagonDegrader) else ""
+    graph = isinstance(degrader, RealESRGANDegrader | ParagonDegrader) and cuda and degrader.cuda_graph
     return {
         "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
         "torch": torch.__version__, "config": args.config, "arch": args.arch, "batch": args.batch, "lq": args.lq,
         "scale": args.scale, "margin": margin, "steps": args.steps, "cuda_graph": graph, "graph_note": note,
+        "notes": list(degrader.notes),
         "degrade_ms": 1000 * t_degrade, "host_draws_ms": 1000 * t_draws, "step_ms": 1000 * t_step, "both_ms": 1000 * t_both,
         "degrade_over_step": t_degrade / t_step, "added_to_step": (t_both - t_step) / t_step,
     }
@@ -154,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"degrade {r['degrade_ms']:.2f} ms/batch (host draws {r['host_draws_ms']:.2f} ms) · step {r['step_ms']:.2f} ms · "
           f"degrade then step {r['both_ms']:.2f} ms")
     print(f"degradation / step: {r['degrade_over_step']:.3f} · added to the step: {100 * r['added_to_step']:+.1f}%")
+    for note in r["notes"]:
+        print(f"note: {note}")
     if args.json:
         args.json.write_text(json.dumps(r, indent=2) + "\n")
     return r

@@ -1,6 +1,6 @@
 """LR made on the fly from HR crops, batched on the training device (issue 22: train from HR alone).
 
-Two kinds behind one interface (`Degrader`: `degrade(hr, counter) -> lq`, `describe()`):
+Three kinds behind one interface (`Degrader`: `degrade(hr, counter) -> lq`, `describe()`, `notes`):
 
 - ``bicubic``: Pillow's ``Image.resize(size, Image.Resampling.BICUBIC)`` reproduced exactly — the
   downscale autosr's synthetic sets and benchmarks/photos.py use for their LR folders (Keys cubic,
@@ -13,6 +13,13 @@ Two kinds behind one interface (`Degrader`: `degrade(hr, counter) -> lq`, `descr
   ``RealESRGANModel.feed_data``), its keys, meanings and defaults, with every random choice drawn
   per sample (traiNNer draws most per batch). See docs/degradations.md for the key table and for
   where autosr's batched version differs.
+- ``paragon``: the ParagonSR2 fork's own pipeline for the same ``high_order_degradation: true``
+  (``ParagonOTF``: lens distortion, chromatic aberration, motion and defocus blur, demosaicing,
+  sensor noise, rolling shutter, exposure, colour temperature, oversharpening, aliasing, the resize
+  to the LR size + sinc, JPEG/WebP/AVIF/HEIF compression and recompression, editing), its keys,
+  meanings, defaults and order, every choice per sample; WebP/AVIF/HEIF through Pillow per sample
+  on the CPU (the only host work on pixels). `otf_kind(flavor)` says which of the two a config's
+  ``high_order_degradation`` selects.
 
 Determinism: sample b of a call ``degrade(hr, counter)`` draws everything from
 (seed, counter + b) alone — its parameters from a host RNG keyed so, its noise fields from a
@@ -23,33 +30,46 @@ that restores the counter continues the exact LR stream.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
+import io
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import PIL
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from autosr.errors import AutosrError, did_you_mean
 
 __all__ = [
+    "CODECS",
     "DATASET_KEYS",
     "KINDS",
+    "PARAGON_DATASET_KEYS",
+    "PARAGON_ROOT_KEYS",
     "ROOT_KEYS",
     "BicubicDegrader",
     "Degrader",
+    "ParagonDegrader",
     "Param",
     "RealESRGANDegrader",
+    "codec_problem",
     "jpeg",
+    "otf_kind",
     "pil_bicubic_downscale",
 ]
 
-KINDS = ("bicubic", "realesrgan")
+KINDS = ("bicubic", "realesrgan", "paragon")
 RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact", "lanczos", "area")
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 _SINC = len(KERNEL_TYPES)  # kernel type code of a sinc (circular low-pass) kernel
@@ -87,12 +107,14 @@ class Degrader:
     scale: int = 1
     seed: int = 0  # sample c of a stream draws from (seed, c); a crop source sets it from the run's seed
     margin: int = 0  # LR px of context on each side that `crop` is given and cuts away (its default)
+    notes: tuple[str, ...] = ()  # what the caller should journal once (paragon: codecs missing here, keys without effect)
 
     @staticmethod
     def from_options(kind: str, opts: Mapping[str, Any] | None, scale: int, seed: int) -> Degrader:
-        """A degrader of `kind` ("bicubic" or "realesrgan") with traiNNer-redux option keys (root and
-        train-dataset keys in one flat mapping; missing keys take traiNNer's defaults). Unknown keys,
-        wrong types and out-of-range values raise AutosrError naming the key."""
+        """A degrader of `kind` ("bicubic", "realesrgan" or "paragon") with traiNNer-redux option keys
+        (root and train-dataset keys in one flat mapping; missing keys take traiNNer's defaults, the
+        fork's for paragon). Unknown keys, wrong types and out-of-range values raise AutosrError naming
+        the key."""
         if kind not in KINDS:
             raise AutosrError(f"unknown degradation kind '{kind}'{did_you_mean(kind, KINDS)}", f"use one of {', '.join(KINDS)}")
         if scale < 1:
@@ -100,6 +122,8 @@ class Degrader:
         if kind == "bicubic":
             _refuse_unknown(opts or {}, {}, "bicubic")
             return BicubicDegrader(scale, seed)
+        if kind == "paragon":
+            return ParagonDegrader(*_validate_paragon(opts or {}), scale, seed)
         return RealESRGANDegrader(_validate(opts or {}), scale, seed)
 
     def degrade(self, hr: Tensor, counter: int, transposed: Tensor | None = None) -> Tensor:
@@ -407,10 +431,11 @@ def _refuse_unknown(opts: Mapping[str, Any], known: Mapping[str, Any], kind: str
             continue
         if key in _NOT_IMPLEMENTED:
             raise AutosrError(f"degradation option {key}: {_NOT_IMPLEMENTED[key]}", "remove it")
-        if kind == "bicubic" and key in _KEYS:
-            raise AutosrError(f"degradation option {key} belongs to the realesrgan degradations, not bicubic",
-                              "remove it, or use the realesrgan kind")
-        raise AutosrError(f"unknown degradation option '{key}'{did_you_mean(str(key), list(_KEYS))}",
+        owners = [name for name, keys in (("realesrgan", _KEYS), ("paragon", {**_P_READ, **_P_UNREAD})) if key in keys]
+        if owners:
+            raise AutosrError(f"degradation option {key} belongs to the {' and '.join(owners)} degradations, not {kind}",
+                              f"remove it, or use the {owners[0]} kind")
+        raise AutosrError(f"unknown degradation option '{key}'{did_you_mean(str(key), list(known or _KEYS))}",
                           "see docs/degradations.md for the keys")
 
 
@@ -494,13 +519,14 @@ def _odd_size(u: np.ndarray, span: Sequence[int]) -> np.ndarray:
     return sizes[np.minimum((u * len(sizes)).astype(np.int64), len(sizes) - 1)]
 
 
-def _put_mode(t: np.ndarray, r: str, mode: np.ndarray) -> None:
+def _put_mode(t: np.ndarray, r: str, mode: np.ndarray, col: Mapping[str, int] = _COL) -> None:
     """A resize's mode code, and for its matrix: the filter's row in the lookup table (AA modes),
-    whether the mode is an AA filter, and whether its interval is area's (else nearest's)."""
-    t[:, _COL[f"{r}_mode"]] = mode
-    t[:, _COL[f"{r}_lut"]] = np.select([mode == 0, mode == 1, mode == 3], [0, 1, 2], 0) * _LUT_LEN
-    t[:, _COL[f"{r}_aa"]] = np.isin(mode, (0, 1, 3))
-    t[:, _COL[f"{r}_area"]] = mode == 4
+    whether the mode is an AA filter, and whether its interval is area's (else nearest's).
+    col: the table's column map (the realesrgan table's by default)."""
+    t[:, col[f"{r}_mode"]] = mode
+    t[:, col[f"{r}_lut"]] = np.select([mode == 0, mode == 1, mode == 3], [0, 1, 2], 0) * _LUT_LEN
+    t[:, col[f"{r}_aa"]] = np.isin(mode, (0, 1, 3))
+    t[:, col[f"{r}_area"]] = mode == 4
 
 
 def _quant_tables(quality: np.ndarray) -> np.ndarray:
@@ -509,6 +535,39 @@ def _quant_tables(quality: np.ndarray) -> np.ndarray:
     factor = np.where(q < 50, np.floor(5000.0 / q), 200.0 - 2.0 * q)
     base = np.array((_LUMA_Q, _CHROMA_Q), dtype=np.float64).reshape(1, 2, 8, 8)
     return np.asarray(np.clip(np.floor((base * factor + 50.0) / 100.0), 1, 255))
+
+
+def _kernel_choice(o: Mapping[str, Any], suffix: str, draw: Callable[[str], np.ndarray],
+                   put: Callable[[str, Any], None]) -> None:
+    """traiNNer's blur-kernel choice (realesrgan_dataset + random_mixed_kernels) for every sample:
+    draw(name) gives the uniforms of one of _KERNEL_DRAWS, put(name, value) fills one of _KERNEL_COLS."""
+    size = _odd_size(draw("size"), o[f"kernel_range{suffix}"])
+    sinc = draw("sinc") < o[f"sinc_prob{suffix}"]
+    omega = np.where(size < 13, _between(draw("omega"), (math.pi / 3, math.pi)), _between(draw("omega"), (math.pi / 5, math.pi)))
+    shapes = np.array([KERNEL_TYPES.index(s) for s in o[f"kernel_list{suffix}"]])
+    shape = shapes[_choose(draw("shape"), o[f"kernel_prob{suffix}"])]
+    sigma = o[f"blur_sigma{suffix}"]
+    iso = shape % 2 == 0  # iso, generalized_iso, plateau_iso
+    sx = _between(draw("sx"), sigma)
+    sy = np.where(iso, sx, _between(draw("sy"), sigma))
+    theta = np.where(iso, 0.0, _between(draw("theta"), (-math.pi, math.pi)))
+    lo_g, hi_g = o[f"betag_range{suffix}"]
+    lo_p, hi_p = o[f"betap_range{suffix}"]
+    # traiNNer: half the time below 1, half above
+    beta_g = np.where(draw("bg_side") < 0.5, _between(draw("bg"), (lo_g, 1.0)), _between(draw("bg"), (1.0, hi_g)))
+    beta_p = np.where(draw("bp_side") < 0.5, _between(draw("bp"), (lo_p, 1.0)), _between(draw("bp"), (1.0, hi_p)))
+    cos, sin = np.cos(theta), np.sin(theta)
+    put("on", draw("on") < o[f"blur_prob{suffix}"])
+    put("size", size)
+    put("type", np.where(sinc, _SINC, shape))
+    put("sx", sx)
+    put("sy", sy)
+    put("theta", theta)
+    put("a", cos**2 / sx**2 + sin**2 / sy**2)  # the inverse of R·diag(sx², sy²)·Rᵀ
+    put("b", cos * sin * (1 / sx**2 - 1 / sy**2))
+    put("d", sin**2 / sx**2 + cos**2 / sy**2)
+    put("beta", np.where(shape >= 4, beta_p, np.where(shape >= 2, beta_g, 1.0)))
+    put("omega", omega)
 
 
 @dataclass(frozen=True)
@@ -539,21 +598,108 @@ class _Plan:
         return out
 
 
-class RealESRGANDegrader(Degrader):
-    """traiNNer-redux's two-order degradation (blur, resize, noise, JPEG ×2, final resize + sinc),
-    every choice per sample. On a CUDA device the batch's device work is captured once per batch
-    shape as a CUDA graph and replayed (set `cuda_graph = False` to run it eagerly); `graph_note`
-    says why a capture was given up, if it was."""
-
-    kind = "realesrgan"
+class _DeviceDegrader(Degrader):
+    """What the realesrgan and paragon kinds share: per-sample parameter tables drawn on the host,
+    the device work on them (cached constants, per-sample kernels, resizes, noise bits, JPEG, the
+    LR window), and CUDA graphs of that work, one per batch shape (set `cuda_graph = False` to run
+    eagerly; `graph_note` says why a capture was given up, if it was)."""
 
     def __init__(self, opts: dict[str, Any], scale: int, seed: int) -> None:
         self.opts, self.scale, self.seed = opts, scale, seed
         self.margin = 16 // scale  # traiNNer degrades a crop of gt_size + 32 HR px, then crops gt_size
         self.cuda_graph = True
         self.graph_note = ""
-        self._graphs: dict[tuple[int, int, int, int, str], _Replay] = {}
+        self._graphs: dict[tuple[Any, ...], _Replay] = {}
         self._const: dict[tuple[str, str], Tensor] = {}
+
+    def _graph(self, key: tuple[Any, ...], fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], hr: Tensor,
+               host: Tensor) -> _Replay | None:
+        """The CUDA graph of fn for this batch shape (captured on first use), or None once a capture failed."""
+        if key not in self._graphs:
+            if len(self._graphs) >= _GRAPHS_KEPT:  # batch-size changes: keep the newest few (each holds its memory)
+                del self._graphs[next(iter(self._graphs))]
+            try:
+                self._graphs[key] = _Replay(fn, hr, host)
+            except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly, say why
+                self.cuda_graph = False
+                self.graph_note = f"CUDA graph capture failed, degrading eagerly: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                return None
+        return self._graphs[key]
+
+    def _window(self, t: Tensor, oy: Tensor, ox: Tensor, size: tuple[int, int], unit: int) -> Tensor:
+        """Each sample's size·unit window at (oy, ox)·unit."""
+        n, c = t.shape[:2]
+        ys = oy[:, None] * unit + self._arange(0, size[0] * unit, t.device)
+        xs = ox[:, None] * unit + self._arange(0, size[1] * unit, t.device)
+        rows = t.gather(2, ys[:, None, :, None].expand(n, c, ys.shape[1], t.shape[3]))
+        return rows.gather(3, xs[:, None, None, :].expand(n, c, ys.shape[1], xs.shape[1]))
+
+    def _const_of(self, name: str, device: torch.device, build: Callable[[], Tensor]) -> Tensor:
+        """A constant tensor, built once per device (before a CUDA graph capture: in its warm-up)."""
+        key = (name, str(device))
+        if key not in self._const:
+            self._const[key] = build().to(device)
+        return self._const[key]
+
+    def _arange(self, start: int, end: int, device: torch.device, dtype: torch.dtype = torch.int64) -> Tensor:
+        return self._const_of(f"arange{start}:{end}:{dtype}", device, lambda: torch.arange(start, end, dtype=dtype))
+
+    def _resize(self, x: Tensor, src: _Sizes, dst: _Sizes, p: Tensor, r: str, codes: frozenset[int], canvas: tuple[int, int],
+                col: Mapping[str, int] = _COL) -> Tensor:
+        """Every sample from its src size to its dst size on a canvas (h, w), clamped to [0, 1]."""
+        if codes == {_KEEP} and x.shape[2:] == canvas:
+            return x
+        lut = self._const_of("lut", x.device, _filter_lut)
+
+        def matrix(n_in: Tensor, n_out: Tensor, size_in: int, size_out: int) -> Tensor:
+            o = self._arange(0, size_out, x.device, torch.float32)[None, :, None]
+            i = self._arange(0, size_in, x.device, torch.float32)[None, None, :]
+            return _resize_matrix(n_in, n_out, p, r, codes, o, i, lut, col)
+
+        ry = matrix(src.h, dst.h, x.shape[2], canvas[0])
+        same = src.h is src.w and dst.h is dst.w and x.shape[2] == x.shape[3] and canvas[0] == canvas[1]
+        rx = ry if same else matrix(src.w, dst.w, x.shape[3], canvas[1])
+        return torch.matmul(torch.matmul(ry[:, None], x), rx.transpose(1, 2)[:, None]).clamp_(0, 1)
+
+    def _valid(self, sizes: _Sizes, shape: torch.Size) -> Tensor:
+        """[N, 1, H, W] bool: inside each sample's valid area."""
+        ys = self._arange(0, shape[2], sizes.h.device, torch.float32)[:, None]
+        xs = self._arange(0, shape[3], sizes.h.device, torch.float32)
+        return (ys < sizes.h[:, None, None, None]) & (xs < sizes.w[:, None, None, None])
+
+    def _bits(self, keys: Tensor, shape: torch.Size) -> Tensor:
+        """[N, C, H, W] int64 of 32 random bits: a hash of (the sample's key, channel, row, column) only,
+        so a pixel of a sample gets the same bits in any batch, on any device."""
+        _, c, h, w = shape
+        name = f"coords{c}x{h}x{w}"
+        if (name, str(keys.device)) not in self._const:
+            dev = keys.device
+            coords = ((torch.arange(c, device=dev)[:, None, None] << (2 * _STRIDE))
+                      | (torch.arange(h, device=dev)[:, None] << _STRIDE) | torch.arange(w, device=dev))
+            self._const[(name, str(dev))] = coords
+        return _hash32(self._const[(name, str(keys.device))][None] ^ keys.long()[:, None, None, None])
+
+    def _const_table(self, name: str, device: torch.device) -> Tensor:
+        return self._const_of(name, device, lambda: _shared_table(name, str(device)))
+
+    def _kernels(self, p: Tensor, name: str, shapes: frozenset[int], col: Mapping[str, int] = _COL) -> Tensor:
+        return _kernels(p, name, shapes, self._const_of("grids", p.device, _kernel_grids), col)
+
+    def _jpeg(self, x: Tensor, tables: Tensor, sizes: _Sizes) -> Tensor:
+        consts = {name: self._const_of(f"jpeg_{name}", x.device, functools.partial(_jpeg_constant, name))
+                  for name in ("dct", "ycc", "ycc_offset", "rgb")}
+        wp = -(-x.shape[3] // 16) * 16
+        consts["bias"] = self._const_of(f"jpeg_bias{wp}", x.device, lambda: _chroma_bias(wp))
+        return jpeg(x, tables.float(), sizes, consts)
+
+
+class RealESRGANDegrader(_DeviceDegrader):
+    """traiNNer-redux's two-order degradation (blur, resize, noise, JPEG ×2, final resize + sinc),
+    every choice per sample. On a CUDA device the batch's device work is captured once per batch
+    shape as a CUDA graph and replayed (set `cuda_graph = False` to run it eagerly); `graph_note`
+    says why a capture was given up, if it was."""
+
+    kind = "realesrgan"
 
     # ── host: the draws ──
 
@@ -627,41 +773,11 @@ class RealESRGANDegrader(Degrader):
 
     def _kernel_draws(self, u: np.ndarray, t: np.ndarray, k: str, suffix: str) -> None:
         """traiNNer's kernel choice (realesrgan_dataset + random_mixed_kernels), per sample."""
-        o = self.opts
-
-        def draw(name: str) -> np.ndarray:
-            return u[:, _D[f"{k}_{name}"]]
 
         def put(name: str, value: Any) -> None:
             t[:, _COL[f"{k}_{name}"]] = value
 
-        size = _odd_size(draw("size"), o[f"kernel_range{suffix}"])
-        sinc = draw("sinc") < o[f"sinc_prob{suffix}"]
-        omega = np.where(size < 13, _between(draw("omega"), (math.pi / 3, math.pi)), _between(draw("omega"), (math.pi / 5, math.pi)))
-        shapes = np.array([KERNEL_TYPES.index(s) for s in o[f"kernel_list{suffix}"]])
-        shape = shapes[_choose(draw("shape"), o[f"kernel_prob{suffix}"])]
-        sigma = o[f"blur_sigma{suffix}"]
-        iso = shape % 2 == 0  # iso, generalized_iso, plateau_iso
-        sx = _between(draw("sx"), sigma)
-        sy = np.where(iso, sx, _between(draw("sy"), sigma))
-        theta = np.where(iso, 0.0, _between(draw("theta"), (-math.pi, math.pi)))
-        lo_g, hi_g = o[f"betag_range{suffix}"]
-        lo_p, hi_p = o[f"betap_range{suffix}"]
-        # traiNNer: half the time below 1, half above
-        beta_g = np.where(draw("bg_side") < 0.5, _between(draw("bg"), (lo_g, 1.0)), _between(draw("bg"), (1.0, hi_g)))
-        beta_p = np.where(draw("bp_side") < 0.5, _between(draw("bp"), (lo_p, 1.0)), _between(draw("bp"), (1.0, hi_p)))
-        cos, sin = np.cos(theta), np.sin(theta)
-        put("on", draw("on") < o[f"blur_prob{suffix}"])
-        put("size", size)
-        put("type", np.where(sinc, _SINC, shape))
-        put("sx", sx)
-        put("sy", sy)
-        put("theta", theta)
-        put("a", cos**2 / sx**2 + sin**2 / sy**2)  # the inverse of R·diag(sx², sy²)·Rᵀ
-        put("b", cos * sin * (1 / sx**2 - 1 / sy**2))
-        put("d", sin**2 / sx**2 + cos**2 / sy**2)
-        put("beta", np.where(shape >= 4, beta_p, np.where(shape >= 2, beta_g, 1.0)))
-        put("omega", omega)
+        _kernel_choice(self.opts, suffix, lambda name: u[:, _D[f"{k}_{name}"]], put)
 
     def plan(self, n: int, h: int, w: int, margin: int = 0) -> _Plan:
         """The static shape of the work for a batch of n crops of h×w (see `_Plan`)."""
@@ -726,17 +842,8 @@ class RealESRGANDegrader(Degrader):
         return out[0].contiguous(memory_format=fmt), out[1].contiguous(memory_format=fmt)
 
     def _replay(self, hr: Tensor, host: Tensor, plan: _Plan) -> tuple[Tensor, Tensor] | None:
-        key = (plan.n, plan.h, plan.w, plan.margin, str(hr.device))
-        if key not in self._graphs:
-            if len(self._graphs) >= _GRAPHS_KEPT:  # batch-size changes: keep the newest few (each holds its memory)
-                del self._graphs[next(iter(self._graphs))]
-            try:
-                self._graphs[key] = _Replay(lambda x, b: self._run(x, b, plan), hr, host)
-            except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly, say why
-                self.cuda_graph = False
-                self.graph_note = f"CUDA graph capture failed, degrading eagerly: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-                return None
-        return self._graphs[key].run(hr, host)
+        graph = self._graph((plan.n, plan.h, plan.w, plan.margin, str(hr.device)), lambda x, b: self._run(x, b, plan), hr, host)
+        return None if graph is None else graph.run(hr, host)
 
     def _run(self, hr: Tensor, buf: Tensor, plan: _Plan) -> tuple[Tensor, Tensor]:
         """The device work for one batch: hr [N, 3, H, W], buf the packed parameters on the device;
@@ -802,14 +909,6 @@ class RealESRGANDegrader(Degrader):
         window = (plan.lq[0] - 2 * plan.margin, plan.lq[1] - 2 * plan.margin)
         return self._window(lq, oy, ox, window, 1), self._window(gt, oy, ox, window, self.scale)
 
-    def _window(self, t: Tensor, oy: Tensor, ox: Tensor, size: tuple[int, int], unit: int) -> Tensor:
-        """Each sample's size·unit window at (oy, ox)·unit."""
-        n, c = t.shape[:2]
-        ys = oy[:, None] * unit + self._arange(0, size[0] * unit, t.device)
-        xs = ox[:, None] * unit + self._arange(0, size[1] * unit, t.device)
-        rows = t.gather(2, ys[:, None, :, None].expand(n, c, ys.shape[1], t.shape[3]))
-        return rows.gather(3, xs[:, None, None, :].expand(n, c, ys.shape[1], xs.shape[1]))
-
     def _noise(self, x: Tensor, p: Tensor, pf: Tensor, name: str, sizes: _Sizes, plan: _Plan) -> Tensor:
         colour, gray = plan.gray[name]
         gray_on = (pf[:, _COL[f"{name}_gray"]] > 0)[:, None, None, None]
@@ -833,63 +932,6 @@ class RealESRGANDegrader(Degrader):
             assert color is not None
             x = torch.clamp(x + color * scale, 0, 1)
         return x
-
-    def _const_of(self, name: str, device: torch.device, build: Callable[[], Tensor]) -> Tensor:
-        """A constant tensor, built once per device (before a CUDA graph capture: in its warm-up)."""
-        key = (name, str(device))
-        if key not in self._const:
-            self._const[key] = build().to(device)
-        return self._const[key]
-
-    def _arange(self, start: int, end: int, device: torch.device, dtype: torch.dtype = torch.int64) -> Tensor:
-        return self._const_of(f"arange{start}:{end}:{dtype}", device, lambda: torch.arange(start, end, dtype=dtype))
-
-    def _resize(self, x: Tensor, src: _Sizes, dst: _Sizes, p: Tensor, r: str, codes: frozenset[int], canvas: tuple[int, int]) -> Tensor:
-        """Every sample from its src size to its dst size on a canvas (h, w), clamped to [0, 1]."""
-        if codes == {_KEEP} and x.shape[2:] == canvas:
-            return x
-        lut = self._const_of("lut", x.device, _filter_lut)
-
-        def matrix(n_in: Tensor, n_out: Tensor, size_in: int, size_out: int) -> Tensor:
-            o = self._arange(0, size_out, x.device, torch.float32)[None, :, None]
-            i = self._arange(0, size_in, x.device, torch.float32)[None, None, :]
-            return _resize_matrix(n_in, n_out, p, r, codes, o, i, lut)
-
-        ry = matrix(src.h, dst.h, x.shape[2], canvas[0])
-        same = src.h is src.w and dst.h is dst.w and x.shape[2] == x.shape[3] and canvas[0] == canvas[1]
-        rx = ry if same else matrix(src.w, dst.w, x.shape[3], canvas[1])
-        return torch.matmul(torch.matmul(ry[:, None], x), rx.transpose(1, 2)[:, None]).clamp_(0, 1)
-
-    def _valid(self, sizes: _Sizes, shape: torch.Size) -> Tensor:
-        """[N, 1, H, W] bool: inside each sample's valid area."""
-        ys = self._arange(0, shape[2], sizes.h.device, torch.float32)[:, None]
-        xs = self._arange(0, shape[3], sizes.h.device, torch.float32)
-        return (ys < sizes.h[:, None, None, None]) & (xs < sizes.w[:, None, None, None])
-
-    def _bits(self, keys: Tensor, shape: torch.Size) -> Tensor:
-        """[N, C, H, W] int64 of 32 random bits: a hash of (the sample's key, channel, row, column) only,
-        so a pixel of a sample gets the same bits in any batch, on any device."""
-        _, c, h, w = shape
-        name = f"coords{c}x{h}x{w}"
-        if (name, str(keys.device)) not in self._const:
-            dev = keys.device
-            coords = ((torch.arange(c, device=dev)[:, None, None] << (2 * _STRIDE))
-                      | (torch.arange(h, device=dev)[:, None] << _STRIDE) | torch.arange(w, device=dev))
-            self._const[(name, str(dev))] = coords
-        return _hash32(self._const[(name, str(keys.device))][None] ^ keys.long()[:, None, None, None])
-
-    def _const_table(self, name: str, device: torch.device) -> Tensor:
-        return self._const_of(name, device, lambda: _shared_table(name, str(device)))
-
-    def _kernels(self, p: Tensor, name: str, shapes: frozenset[int]) -> Tensor:
-        return _kernels(p, name, shapes, self._const_of("grids", p.device, _kernel_grids))
-
-    def _jpeg(self, x: Tensor, tables: Tensor, sizes: _Sizes) -> Tensor:
-        consts = {name: self._const_of(f"jpeg_{name}", x.device, functools.partial(_jpeg_constant, name))
-                  for name in ("dct", "ycc", "ycc_offset", "rgb")}
-        wp = -(-x.shape[3] // 16) * 16
-        consts["bias"] = self._const_of(f"jpeg_bias{wp}", x.device, lambda: _chroma_bias(wp))
-        return jpeg(x, tables.float(), sizes, consts)
 
     def describe(self) -> list[Param]:
         head = [
@@ -990,14 +1032,14 @@ def _filter(x: Tensor, kernels: Tensor, sizes: _Sizes) -> Tensor:
     return F.conv2d(padded.reshape(1, n * c, *padded.shape[2:]), weight, groups=n * c).view(n, c, hc, wc)
 
 
-def _kernels(p: Tensor, name: str, shapes: frozenset[int], grids: Tensor) -> Tensor:
+def _kernels(p: Tensor, name: str, shapes: frozenset[int], grids: Tensor, col: Mapping[str, int] = _COL) -> Tensor:
     """[N, 21, 21] blur kernels from the parameter rows (traiNNer pads every kernel to 21):
     Gaussian, generalized Gaussian or plateau (iso/aniso), or sinc (circular low-pass), each
     normalised to sum 1 within its size. `shapes`: the type codes that can occur (others are not
-    built); `grids`: see `_kernel_grids`."""
+    built); `grids`: see `_kernel_grids`; `col`: the table's column map."""
 
     def c(field: str) -> Tensor:
-        return p[:, _COL[f"{name}_{field}"]][:, None, None]
+        return p[:, col[f"{name}_{field}"]][:, None, None]
 
     kind = c("type")
     kern: Tensor | None = None
@@ -1091,16 +1133,17 @@ def _filter_lut() -> Tensor:
     return torch.cat([_aa_weights(code, t) for code in (0, 1, 2)]).float()
 
 
-def _resize_matrix(n_in: Tensor, n_out: Tensor, p: Tensor, r: str, codes: frozenset[int], o: Tensor, i: Tensor, lut: Tensor) -> Tensor:
+def _resize_matrix(n_in: Tensor, n_out: Tensor, p: Tensor, r: str, codes: frozenset[int], o: Tensor, i: Tensor, lut: Tensor,
+                   col: Mapping[str, int] = _COL) -> Tensor:
     """[N, O, I]: row o holds output pixel o's weights over the input pixels, per sample (its own
     sizes and mode from the parameter rows; zero outside the sizes). bilinear and bicubic follow
     torch's F.interpolate(antialias=True), i.e. Pillow's resampling, lanczos is Pillow's Lanczos-3
     (filters from the lookup table); nearest-exact and area follow F.interpolate; mode -1 (keep) is
     the identity. p, n_in, n_out: float32; o: [1, O, 1] and i: [1, 1, I] float32 pixel indices;
-    only `codes` are built."""
+    only `codes` are built; `col`: the table's column map."""
 
-    def col(name: str) -> Tensor:
-        return p[:, _COL[f"{r}_{name}"]][:, None, None]
+    def column(name: str) -> Tensor:
+        return p[:, col[f"{r}_{name}"]][:, None, None]
 
     n_in, n_out = n_in[:, None, None], n_out[:, None, None]
     scale = n_in / n_out
@@ -1109,13 +1152,13 @@ def _resize_matrix(n_in: Tensor, n_out: Tensor, p: Tensor, r: str, codes: frozen
         u = (i + 0.5 - scale * (o + 0.5)) * (_LUT_STEPS / scale.clamp(min=1.0)) + 3 * _LUT_STEPS
         u = u.clamp_(0, 6 * _LUT_STEPS)
         base = torch.floor(u)
-        index = base.long() + col("lut").long()
+        index = base.long() + column("lut").long()
         w_aa = torch.lerp(lut[index], lut[index + 1], u - base)
     if codes & {2, 4, _KEEP}:
         lo = torch.minimum(torch.floor((o + 0.5) * scale), n_in - 1)  # nearest-exact (and keep: scale 1)
         hi = lo + 1
         if 4 in codes:  # area: adaptive average pooling's [floor(o·in/out), ceil((o+1)·in/out))
-            area = col("area") > 0
+            area = column("area") > 0
             lo = torch.where(area, torch.floor(o * n_in / n_out), lo)
             hi = torch.where(area, torch.ceil((o + 1) * n_in / n_out), hi)
         w_box = ((i >= lo) & (i < hi)).float()
@@ -1123,7 +1166,7 @@ def _resize_matrix(n_in: Tensor, n_out: Tensor, p: Tensor, r: str, codes: frozen
         w = w_aa if w_box is None else w_box
         assert w is not None
     else:
-        w = torch.where(col("aa") > 0, w_aa, w_box)
+        w = torch.where(column("aa") > 0, w_aa, w_box)
     w = w * ((o < n_out) & (i < n_in))
     return w / w.sum(dim=2, keepdim=True).clamp(min=1e-12)
 
@@ -1288,3 +1331,629 @@ def jpeg(x: Tensor, quality: Tensor, sizes: _Sizes | None = None, constants: dic
     # jdcolor.c ycc_rgb_convert: y + per-term rounded offsets
     rgb = y[:, None] + torch.floor(((c["rgb"] * up[:, None]).sum(2) + 32768) * (1.0 / 65536))
     return (rgb.clamp_(0, 255) * (1.0 / 255.0))[:, :, :h, :w]
+
+
+# ─── paragon: the ParagonSR2 fork's pipeline (ParagonOTF), every choice per sample ───────────
+#
+# Facts from delafer/traiNNer-redux b676e3a5 (traiNNer/models/realesrgan_model.py feed_data,
+# traiNNer/models/paragon_otf_degradations.py, traiNNer/data/realesrgan_dataset.py,
+# traiNNer/utils/redux_options.py); their code was read, not copied. docs/degradations.md says
+# where autosr's version differs and why.
+
+CODECS = ("jpeg", "webp", "avif", "heif")
+_CODEC_PIL = {"webp": "WEBP", "avif": "AVIF", "heif": "HEIF"}
+# The plugins the fork imports for AVIF and HEIF (module, pip name); Pillow ≥ 11.2 built with
+# libavif encodes AVIF itself.
+_CODEC_PLUGIN = {"avif": ("pillow_avif", "pillow-avif-plugin"), "heif": ("pillow_heif.HeifImagePlugin", "pillow-heif")}
+_CODEC_THREADS = min(8, os.cpu_count() or 1)  # Pillow's encoders release the GIL
+_MOTION_MAX = 41  # the largest motion-blur kernel accepted
+
+
+@functools.cache
+def codec_problem(fmt: str) -> str:
+    """Why this process cannot encode `fmt` ("" when it can). JPEG is autosr's batched codec; WebP,
+    AVIF and HEIF go through Pillow (with the plugin the fork imports, where Pillow lacks the
+    format), each tried once on a small image."""
+    if fmt == "jpeg":
+        return ""
+    name = _CODEC_PIL[fmt]
+    Image.init()
+    if name not in Image.SAVE and fmt in _CODEC_PLUGIN:
+        with contextlib.suppress(Exception):  # an optional plugin: absent or broken, the format is unavailable
+            importlib.import_module(_CODEC_PLUGIN[fmt][0])
+    if name not in Image.SAVE:
+        hint = f" (pip install {_CODEC_PLUGIN[fmt][1]} adds one)" if fmt in _CODEC_PLUGIN else ""
+        return f"this Pillow ({PIL.__version__}) has no {name} encoder{hint}"
+    try:
+        _pil_roundtrip(np.tile((np.arange(16, dtype=np.uint8) * 16)[:, None, None], (1, 16, 3)), fmt, 80)
+    except Exception as exc:  # noqa: BLE001 - whatever the encoder raises, the format is unavailable: say why
+        return f"Pillow's {name} encoder fails on a test image: {type(exc).__name__}: {str(exc)[:120]}"
+    return ""
+
+
+def _pil_roundtrip(img: np.ndarray, fmt: str, quality: int) -> np.ndarray:
+    """[H, W, 3] uint8 saved by Pillow as `fmt` at `quality` (its other settings at their defaults,
+    as the fork saves) and read back."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=_CODEC_PIL[fmt], quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as out:
+        return np.asarray(out.convert("RGB"))
+
+
+def _codec_job(job: tuple[np.ndarray, str, int]) -> np.ndarray:
+    img, fmt, quality = job
+    try:
+        return _pil_roundtrip(img, fmt, quality)
+    except Exception as exc:  # noqa: BLE001 - the probe passed, so this is news: one line, not a traceback
+        raise AutosrError(f"{fmt.upper()} compression failed on a {img.shape[1]}×{img.shape[0]} LR crop at quality {quality}: "
+                          f"{type(exc).__name__}: {str(exc)[:160]}",
+                          f"drop {fmt} from compression_formats / recompression_formats") from exc
+
+
+def otf_kind(flavor: str) -> str:
+    """The kind a traiNNer config with `high_order_degradation: true` runs (and `dataroot_lq_prob`
+    0): the ParagonSR2 fork's RealESRGANModel runs ParagonOTF ("paragon"), upstream traiNNer-redux's
+    runs the Real-ESRGAN model ("realesrgan"). flavor: "fork" or "upstream"."""
+    if flavor not in ("fork", "upstream"):
+        raise AutosrError(f"unknown traiNNer flavour '{flavor}'{did_you_mean(flavor, ('fork', 'upstream'))}", "use fork or upstream")
+    return "paragon" if flavor == "fork" else "realesrgan"
+
+
+def _pkey(default: Any, check: Callable[[str, Any], Any], meaning: str) -> _Key:
+    return _Key(default, check, "root", meaning)
+
+
+_FACTOR_SPAN = _span(0.0, 16.0)
+_SIGNED_SPAN = _span(-1.0, 1.0)
+
+# Every key the fork's pipeline reads, in the order it runs them, with the fork's defaults
+# (redux_options.py; the kernel keys are datasets.train keys read by realesrgandataset).
+_P_READ: dict[str, _Key] = {
+    "p_clean": _pkey(0.0, _prob, "probability of a clean sample: no degradation at all, the LR is the final resize of the "
+                     "HR (the fork hands the GT itself on as LR, which its crop refuses at scale > 1)"),
+    "lens_distort_prob": _pkey(0.0, _prob, "optics: probability of lens distortion"),
+    "lens_distort_strength_range": _pkey((-0.3, 0.3), _SIGNED_SPAN, "lens distortion: k uniform in [min, max]; the pixel at "
+                                         "(x, y) (-1 … 1 across the crop, context included) takes the crop at (x, y)·(1 + k·r²), "
+                                         "bilinear, reflected at the borders (k > 0 barrel, k < 0 pincushion)"),
+    "chromatic_aberration_prob": _pkey(0.0, _prob, "optics: probability of chromatic aberration: red scaled ×1.001 and blue "
+                                       "×0.999 about the crop centre (bilinear), green kept"),
+    "motion_blur_prob": _pkey(0.0, _prob, "optics: probability of motion blur"),
+    "motion_blur_kernel_size": _pkey((5, 15), _span(1, _MOTION_MAX, integer=True), "motion blur: kernel size, an integer "
+                                     "drawn from [min, max] (even sizes too)"),
+    "motion_blur_angle_range": _pkey((0.0, 360.0), _span(-3600.0, 3600.0), "motion blur: angle in degrees, uniform in [min, "
+                                     "max]; the kernel is the pixels within ½ px of the line through its centre at that angle "
+                                     "(0° horizontal), averaged"),
+    "blur_prob": _pkey(0.0, _prob, "optics: probability of the defocus blur (kernel 1, from the datasets.train kernel keys)"),
+    **_kernel_keys("", (0.2, 2.0), "defocus"),
+    "demosaic_prob": _pkey(0.0, _prob, "sensor: probability of demosaicing: the 8-bit image sampled on a Bayer mosaic (B at "
+                           "even rows and columns, R at odd, G between) and interpolated back bilinearly (OpenCV's demosaicing)"),
+    "sensor_noise_prob": _pkey(0.0, _prob, "sensor: probability of sensor noise"),
+    "sensor_noise_std_range": _pkey((0.01, 0.1), _span(0.0, 1.0), "sensor noise: Gaussian, std uniform in [min, max] in "
+                                    "[0, 1] units (0.01 = 2.55 levels), each pixel and channel its own, clipped"),
+    "rolling_shutter_prob": _pkey(0.0, _prob, "sensor: probability of rolling shutter"),
+    "rolling_shutter_strength_range": _pkey((-0.1, 0.1), _SIGNED_SPAN, "rolling shutter: s uniform in [min, max]; a horizontal "
+                                            "shear, the row y px below the crop centre shifted s·y px (bilinear, reflected)"),
+    "exposure_prob": _pkey(0.0, _prob, "camera ISP: probability of an exposure error"),
+    "exposure_factor_range": _pkey((0.5, 2.0), _FACTOR_SPAN, "exposure: the image times a factor uniform in [min, max], clipped"),
+    "color_temp_prob": _pkey(0.0, _prob, "camera ISP: probability of a colour temperature shift"),
+    "color_temp_shift_range": _pkey((-0.2, 0.2), _SIGNED_SPAN, "colour temperature: s uniform in [min, max]; s > 0 warmer, "
+                                    "R ×(1 + 0.3s) and G ×(1 + 0.1s); s < 0 cooler, B ×(1 - 0.3s) and G ×(1 - 0.1s); clipped"),
+    "oversharpen_prob": _pkey(0.0, _prob, "camera ISP: probability of oversharpening"),
+    "oversharpen_strength": _pkey((1.0, 2.0), _FACTOR_SPAN, "oversharpening: x + s·(x - 5×5 box blur of x), s uniform in "
+                                  "[min, max], clipped"),
+    "aliasing_prob": _pkey(0.0, _prob, "camera ISP: probability of aliasing"),
+    "aliasing_scale_range": _pkey((0.6, 0.9), _span(0.01, 1.0), "aliasing: nearest-neighbour down to int(side·s), s uniform "
+                                  "in [min, max], and back up (F.interpolate mode nearest)"),
+    "resize_mode_list3": _pkey(list(_MODES4), _names(RESIZE_MODES), "the resize to the LR size: filters to choose from"),
+    "resize_mode_prob3": _pkey(list(_QUARTERS), _weights, "the resize to the LR size: weight of each filter in resize_mode_list3"),
+    "final_sinc_prob": _KEYS["final_sinc_prob"],
+    "final_kernel_range": _KEYS["final_kernel_range"],
+    "compression_formats": _pkey(list(CODECS), _names(CODECS), "compression, every sample once: formats to choose one from"),
+    "compression_weights": _pkey([0.60, 0.25, 0.10, 0.05], _weights, "compression: weight of each format in compression_formats"),
+    "compression_jpeg_range": _pkey((45.0, 95.0), _span(1.0, 100.0), "JPEG quality: int() of a uniform draw in [min, max] "
+                                    "(both compressions)"),
+    "compression_webp_range": _pkey((60.0, 85.0), _span(0.0, 100.0), "WebP quality, drawn as JPEG's (both compressions)"),
+    "compression_avif_range": _pkey((65.0, 90.0), _span(0.0, 100.0), "AVIF quality, drawn as JPEG's (both compressions)"),
+    "compression_heif_range": _pkey((70.0, 90.0), _span(0.0, 100.0), "HEIF quality, drawn as JPEG's (both compressions)"),
+    "recompression_prob": _pkey(0.0, _prob, "probability of a second compression (platform recompression), right after the first"),
+    "recompression_formats": _pkey(list(CODECS), _names(CODECS), "recompression: formats to choose one from"),
+    "recompression_weights": _pkey([0.50, 0.35, 0.10, 0.05], _weights, "recompression: weight of each format in recompression_formats"),
+    "editing_prob": _pkey(0.0, _prob, "probability that a sample is edited after its compressions"),
+    "editing_exposure_prob": _pkey(0.0, _prob, "editing: probability (within an edited sample) of an exposure change"),
+    "editing_exposure_range": _pkey((0.9, 1.1), _FACTOR_SPAN, "editing exposure: the image times a factor uniform in [min, max], clipped"),
+    "editing_oversharpen_prob": _pkey(0.0, _prob, "editing: probability (within an edited sample) of sharpening"),
+    "editing_oversharpen_strength": _pkey((1.0, 1.3), _FACTOR_SPAN, "editing sharpening: as oversharpening, s uniform in [min, "
+                                          "max] (the fork draws the range and stops: autosr applies it, see docs)"),
+    "queue_size": _KEYS["queue_size"],
+    "enable_sequences": _pkey(False, _flag, "the fork's degradation sequences; true is refused (its model names a "
+                              "SequenceController it never imports)"),
+}
+
+# Keys a fork config may carry that its pipeline does not read: accepted as written (not checked),
+# listed by `describe()` and in `notes` as having no effect.
+_UPSTREAM_ONLY = "upstream's Real-ESRGAN model reads it; the fork's pipeline does not"
+_P_UNREAD: dict[str, tuple[str, str]] = {
+    **{key: (spec.where, _UPSTREAM_ONLY) for key, spec in _KEYS.items() if key not in _P_READ},
+    **{key: ("root", "the fork's older per-format compression, unreachable: its compression_formats pipeline runs instead")
+       for key in ("webp_prob", "webp_range", "avif_prob", "avif_range", "heif_prob", "heif_range")},
+    **{key: ("root", "in the fork's schema, read by nothing") for key in ("sequence_probability", "predefined_sequences")},
+}
+PARAGON_ROOT_KEYS = tuple(k for k, s in _P_READ.items() if s.where == "root") + tuple(k for k, (w, _) in _P_UNREAD.items() if w == "root")
+PARAGON_DATASET_KEYS = tuple(k for k, s in _P_READ.items() if s.where == "dataset") + tuple(
+    k for k, (w, _) in _P_UNREAD.items() if w == "dataset")
+_P_PAIRED = (("resize_mode_list3", "resize_mode_prob3"), ("kernel_list", "kernel_prob"),
+             ("compression_formats", "compression_weights"), ("recompression_formats", "recompression_weights"))
+
+
+def _validate_paragon(opts: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(every key the pipeline reads → its checked value or default, the unread keys given → their values)."""
+    _refuse_unknown(opts, {**_P_READ, **_P_UNREAD}, "paragon")
+    values = {key: spec.check(key, opts[key]) if key in opts else spec.default for key, spec in _P_READ.items()}
+    if values["enable_sequences"]:
+        raise AutosrError("enable_sequences: true is not implemented: the fork's RealESRGANModel builds a SequenceController "
+                          "it never imports (a NameError when training starts), so no sequence ever ran there",
+                          "remove it, or set it to false")
+    for names, weights in _P_PAIRED:
+        if len(values[names]) != len(values[weights]):
+            raise AutosrError(f"{names} has {len(values[names])} entries but {weights} has {len(values[weights])}",
+                              "give one weight per entry")
+    return values, {key: opts[key] for key in opts if key in _P_UNREAD}
+
+
+# The uniforms of one sample, in a fixed order (see _DRAWS), and the parameter table's columns.
+_P_DRAWS = (
+    "clean", "lens_on", "lens_k", "ca_on", "mb_on", "mb_size", "mb_angle", *(f"k1_{d}" for d in _KERNEL_DRAWS),
+    "dm_on", "sn_on", "sn_std", "rs_on", "rs_k", "ex_on", "ex_f", "ct_on", "ct_s", "os_on", "os_s", "al_on", "al_s",
+    "f_mode", "ks_on", "ks_size", "ks_omega", "c1_fmt", "c1_q", "c2_on", "c2_fmt", "c2_q",
+    "ed_on", "ed_ex_on", "ed_ex_f", "ed_os_on", "ed_os_s", "nk", "win_y", "win_x",
+)
+_PD = {name: i for i, name in enumerate(_P_DRAWS)}
+_P_COLUMNS = (
+    "clean", "lens_on", "lens_k", "ca_on", "mb_on", "mb_size", "mb_angle", "mb_cos", "mb_sin",
+    *(f"{k}_{c}" for k in ("k1", "ks") for c in _KERNEL_COLS),
+    "dm_on", "sn_on", "sn_std", "rs_on", "rs_k", "ex_on", "ex_f", "ct_on", "ct_s", "ct_r", "ct_g", "ct_b",
+    "os_on", "os_s", "al_on", "al_s", "al_h", "al_w", "f_mode", "f_lut", "f_aa", "f_area",
+    "c1_fmt", "c1_q", "c2_on", "c2_fmt", "c2_q",  # formats: index in CODECS, -1 none
+    "ed_on", "ed_ex_on", "ed_ex_f", "ed_os_on", "ed_os_s",
+    "nk",  # hash key of the sensor noise field
+    "win_y", "win_x",
+)
+_PC = {name: i for i, name in enumerate(_P_COLUMNS)}
+# What a clean sample (p_clean) turns off.
+_P_FLAGS = ("lens_on", "ca_on", "mb_on", "k1_on", "dm_on", "sn_on", "rs_on", "ex_on", "ct_on", "os_on", "al_on", "ks_on",
+            "c2_on", "ed_on", "ed_ex_on", "ed_os_on")
+
+
+@dataclass(frozen=True)
+class _ParagonPlan:
+    """The static shape of a batch's work (see `_Plan`): every sample keeps the HR crop's size until
+    the resize to the LR size, so no stage needs per-sample sizes."""
+
+    n: int
+    h: int
+    w: int
+    lq: tuple[int, int]
+    margin: int
+    stages: frozenset[str]
+    shapes: frozenset[int]  # kernel 1's type codes
+    modes: frozenset[int]  # the LR resize's mode codes
+    motion: int  # the motion kernels' side (odd), 0 without motion blur
+    codecs: tuple[frozenset[str], frozenset[str]]  # the formats each compression can draw
+
+    @property
+    def layout(self) -> dict[str, tuple[int, ...]]:
+        return {"table": (self.n, len(_P_COLUMNS)), "c1": (self.n, 2, 8, 8), "c2": (self.n, 2, 8, 8)}
+
+
+def _unpack(buf: Tensor, layout: Mapping[str, tuple[int, ...]]) -> dict[str, Tensor]:
+    parts, at = {}, 0
+    for name, shape in layout.items():
+        size = math.prod(shape)
+        parts[name] = buf[at : at + size].view(shape)
+        at += size
+    return parts
+
+
+class ParagonDegrader(_DeviceDegrader):
+    """The ParagonSR2 fork's pipeline (`high_order_degradation: true` there): optics (lens
+    distortion, chromatic aberration, motion blur, defocus blur), sensor (demosaicing, noise,
+    rolling shutter), camera ISP (exposure, colour temperature, oversharpening, aliasing), the
+    resize to the LR size and a sinc filter, one or two compressions (JPEG, WebP, AVIF or HEIF),
+    editing; every choice per sample. Everything runs batched on the device except WebP, AVIF and
+    HEIF: Pillow's encoders, per sample on the CPU (in threads). On CUDA, the work up to the
+    compressions is captured as a CUDA graph per batch shape.
+
+    `notes`: what the caller should journal once (formats this Pillow cannot encode and where their
+    weight went; keys given that the fork's pipeline does not read)."""
+
+    kind = "paragon"
+
+    def __init__(self, opts: dict[str, Any], unread: dict[str, Any], scale: int, seed: int) -> None:
+        super().__init__(opts, scale, seed)
+        self.unread = unread
+        self.weights: dict[str, list[float]] = {}  # per stage, one weight per entry of CODECS, unavailable ones 0
+        lost: dict[str, list[str]] = {}
+        for stage in ("compression", "recompression"):
+            listed = [0.0] * len(CODECS)
+            for fmt, weight in zip(opts[f"{stage}_formats"], opts[f"{stage}_weights"], strict=True):
+                listed[CODECS.index(fmt)] += float(weight)
+            usable = [0.0 if codec_problem(fmt) else weight for fmt, weight in zip(CODECS, listed, strict=True)]
+            runs = stage == "compression" or opts["recompression_prob"] > 0
+            if runs and sum(usable) <= 0:
+                problems = "; ".join(f"{fmt}: {codec_problem(fmt)}" for fmt, w in zip(CODECS, listed, strict=True) if w > 0)
+                raise AutosrError(f"{stage}_formats: no format with a weight can be encoded here ({problems})",
+                                  f"add jpeg (always available) to {stage}_formats with a weight")
+            self.weights[stage] = usable
+            for fmt, weight, ok in zip(CODECS, listed, usable, strict=True):
+                if runs and weight > 0 and not ok:
+                    lost.setdefault(fmt, []).append(f"{stage}_weights {weight:g}")
+        notes = []
+        for fmt, where in lost.items():
+            shares = "; ".join(f"{stage} " + ", ".join(f"{f} {w / sum(ws):.3g}" for f, w in zip(CODECS, ws, strict=True) if w > 0)
+                               for stage, ws in self.weights.items() if stage == "compression" or opts["recompression_prob"] > 0)
+            notes.append(f"{fmt.upper()} compression unavailable: {codec_problem(fmt)}; its weight ({', '.join(where)}) goes to "
+                         f"the other formats in proportion ({shares})")
+        if unread:
+            notes.append("not read by the fork's ParagonOTF pipeline, so without effect: " + ", ".join(sorted(unread)))
+        self.notes: tuple[str, ...] = tuple(notes)
+
+    # ── host: the draws ──
+
+    def draws(self, counter: int, n: int, h: int, w: int, margin: int = 0) -> np.ndarray:
+        """The parameter table [n, len(_P_COLUMNS)] of samples counter … counter+n-1 (host, float64)."""
+        o = self.opts
+        keys = sample_keys(self.seed, counter, n)
+        with np.errstate(over="ignore"):
+            steps = np.arange(1, len(_P_DRAWS) + 1, dtype=np.uint64) * np.uint64(_GOLDEN)
+            raw = _splitmix(keys[:, None] + steps[None, :])
+        u = (raw >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        t = np.zeros((n, len(_P_COLUMNS)))
+
+        def draw(name: str) -> np.ndarray:
+            return u[:, _PD[name]]
+
+        def put(name: str, value: Any) -> None:
+            t[:, _PC[name]] = value
+
+        def maybe(stage: str, prob_key: str, value: str = "", range_key: str = "") -> np.ndarray:
+            put(f"{stage}_on", draw(f"{stage}_on") < o[prob_key])
+            if not value:
+                return np.zeros(n)
+            drawn = _between(draw(f"{stage}_{value}"), o[range_key])
+            put(f"{stage}_{value}", drawn)
+            return drawn
+
+        # optics
+        maybe("lens", "lens_distort_prob", "k", "lens_distort_strength_range")
+        maybe("ca", "chromatic_aberration_prob")
+        maybe("mb", "motion_blur_prob")
+        lo, hi = o["motion_blur_kernel_size"]
+        put("mb_size", lo + np.minimum(np.floor(draw("mb_size") * (hi - lo + 1)), hi - lo))  # random.randint(lo, hi)
+        angle = _between(draw("mb_angle"), o["motion_blur_angle_range"])
+        put("mb_angle", angle)
+        put("mb_cos", np.cos(np.radians(angle)))
+        put("mb_sin", np.sin(np.radians(angle)))
+        _kernel_choice(o, "", lambda name: draw(f"k1_{name}"), lambda name, value: put(f"k1_{name}", value))
+        # sensor
+        maybe("dm", "demosaic_prob")
+        maybe("sn", "sensor_noise_prob", "std", "sensor_noise_std_range")
+        maybe("rs", "rolling_shutter_prob", "k", "rolling_shutter_strength_range")
+        # camera ISP
+        maybe("ex", "exposure_prob", "f", "exposure_factor_range")
+        shift = maybe("ct", "color_temp_prob", "s", "color_temp_shift_range")
+        put("ct_r", 1 + 0.3 * np.maximum(shift, 0))
+        put("ct_g", 1 + 0.1 * np.abs(shift))
+        put("ct_b", 1 + 0.3 * np.maximum(-shift, 0))
+        maybe("os", "oversharpen_prob", "s", "oversharpen_strength")
+        factor = maybe("al", "aliasing_prob", "s", "aliasing_scale_range")
+        put("al_h", np.maximum(1, np.floor(h * factor)))  # int(h · scale)
+        put("al_w", np.maximum(1, np.floor(w * factor)))
+        # the resize to the LR size and the sinc filter
+        modes = np.array([RESIZE_MODES.index(m) for m in o["resize_mode_list3"]])
+        _put_mode(t, "f", modes[_choose(draw("f_mode"), o["resize_mode_prob3"])], _PC)
+        put("ks_on", draw("ks_on") < o["final_sinc_prob"])
+        put("ks_size", _odd_size(draw("ks_size"), o["final_kernel_range"]))
+        put("ks_type", _SINC)
+        put("ks_omega", _between(draw("ks_omega"), (math.pi / 3, math.pi)))
+        # compression, recompression (formats drawn over the encodable ones)
+        first = _choose(draw("c1_fmt"), self.weights["compression"])
+        put("c1_fmt", first)
+        put("c1_q", self._quality(first, draw("c1_q")))
+        again = draw("c2_on") < o["recompression_prob"]
+        second = _choose(draw("c2_fmt"), self.weights["recompression"])
+        put("c2_on", again)
+        put("c2_fmt", np.where(again, second, -1))
+        put("c2_q", self._quality(second, draw("c2_q")))
+        # editing
+        edited = draw("ed_on") < o["editing_prob"]
+        put("ed_on", edited)
+        put("ed_ex_on", edited & (draw("ed_ex_on") < o["editing_exposure_prob"]))
+        put("ed_ex_f", _between(draw("ed_ex_f"), o["editing_exposure_range"]))
+        put("ed_os_on", edited & (draw("ed_os_on") < o["editing_oversharpen_prob"]))
+        put("ed_os_s", _between(draw("ed_os_s"), o["editing_oversharpen_strength"]))
+        put("nk", (raw[:, _PD["nk"]] & np.uint64(_U32)).astype(np.float64))
+        for key in ("win_y", "win_x"):
+            put(key, np.minimum(np.floor(draw(key) * (2 * margin + 1)), 2 * margin))
+        clean = draw("clean") < o["p_clean"]
+        put("clean", clean)
+        if clean.any():  # nothing but the resize to the LR size
+            t[np.ix_(np.flatnonzero(clean), np.array([_PC[f] for f in _P_FLAGS]))] = 0
+            t[clean, _PC["c1_fmt"]] = -1
+            t[clean, _PC["c2_fmt"]] = -1
+        return t
+
+    def _quality(self, fmt: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The fork's int(uniform(lo, hi)) with the format's compression_<fmt>_range."""
+        spans = np.array([self.opts[f"compression_{c}_range"] for c in CODECS], dtype=np.float64)
+        lo, hi = spans[fmt, 0], spans[fmt, 1]
+        return np.floor(lo + (hi - lo) * u)
+
+    def plan(self, n: int, h: int, w: int, margin: int = 0) -> _ParagonPlan:
+        o = self.opts
+        stages = {stage for stage, key in (
+            ("lens", "lens_distort_prob"), ("ca", "chromatic_aberration_prob"), ("mb", "motion_blur_prob"), ("k1", "blur_prob"),
+            ("dm", "demosaic_prob"), ("sn", "sensor_noise_prob"), ("rs", "rolling_shutter_prob"), ("ex", "exposure_prob"),
+            ("ct", "color_temp_prob"), ("os", "oversharpen_prob"), ("al", "aliasing_prob"), ("ks", "final_sinc_prob"),
+        ) if o[key] > 0}
+        if o["editing_prob"] > 0:
+            stages |= {s for s, key in (("edx", "editing_exposure_prob"), ("eds", "editing_oversharpen_prob")) if o[key] > 0}
+        codes = {KERNEL_TYPES.index(t) for t, p in zip(o["kernel_list"], o["kernel_prob"], strict=True) if p > 0}
+        sinc = o["sinc_prob"]
+        shapes = frozenset({_SINC}) if sinc >= 1 else frozenset(codes | ({_SINC} if sinc > 0 else set()))
+        modes = frozenset(RESIZE_MODES.index(m) for m, p in zip(o["resize_mode_list3"], o["resize_mode_prob3"], strict=True) if p > 0)
+        motion = 2 * (o["motion_blur_kernel_size"][1] // 2) + 1 if "mb" in stages else 0
+
+        def drawable(stage: str) -> frozenset[str]:
+            return frozenset(fmt for fmt, weight in zip(CODECS, self.weights[stage], strict=True) if weight > 0)
+
+        codecs = (drawable("compression"), drawable("recompression") if o["recompression_prob"] > 0 else frozenset())
+        return _ParagonPlan(n, h, w, (h // self.scale, w // self.scale), margin, frozenset(stages), shapes, modes, motion, codecs)
+
+    def pack(self, table: np.ndarray, plan: _ParagonPlan) -> np.ndarray:
+        """The batch's host buffer (float64): table, then the JPEG tables of both compressions."""
+        return np.concatenate([table.ravel(), _quant_tables(table[:, _PC["c1_q"]]).ravel(),
+                               _quant_tables(table[:, _PC["c2_q"]]).ravel()])
+
+    # ── the pipeline ──
+
+    def crop(self, hr: Tensor, counter: int, margin: int, transposed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """A window at a random offset per sample, as the realesrgan kind (the fork degrades a crop of
+        gt_size + 32 and takes paired_random_crop's window too). `transposed` does not matter: the fork
+        also degrades the augmented crop."""
+        _check_batch(hr, self.scale)
+        n, _, h, w = hr.shape
+        if not 0 <= 2 * margin < min(h, w) // self.scale:
+            raise ValueError(f"margin {margin} leaves no window in a {h}×{w} crop at scale {self.scale}")
+        plan = self.plan(n, h, w, margin)
+        table = self.draws(counter, n, h, w, margin)
+        host = torch.from_numpy(self.pack(table, plan))
+        fmt = _memory_format(hr)
+        with _exact_float32():
+            graph = None
+            if hr.device.type == "cuda" and self.cuda_graph:
+                graph = self._graph((plan.n, plan.h, plan.w, plan.margin, str(hr.device)), lambda x, b: self._front(x, b, plan), hr, host)
+            if graph is not None:
+                x, gt = graph.run(hr, host)
+                buf = graph.buf
+            else:
+                buf = (host.pin_memory() if hr.device.type == "cuda" else host).to(hr.device, non_blocking=True)
+                x, gt = self._front(hr, buf, plan)
+            lq, gt = self._back(x, gt, buf, table, plan)
+        return lq.contiguous(memory_format=fmt), gt.contiguous(memory_format=fmt)
+
+    def _front(self, hr: Tensor, buf: Tensor, plan: _ParagonPlan) -> tuple[Tensor, Tensor]:
+        """Device work up to the compressions, static shapes (CUDA-graph safe): (LR canvas float, GT)."""
+        parts = _unpack(buf, plan.layout)
+        p = parts["table"]  # float64: the kernels are built in float64
+        pf = p.float()
+        st = plan.stages
+
+        def on(name: str) -> Tensor:
+            return (pf[:, _PC[name]] > 0)[:, None, None, None]
+
+        def val(name: str) -> Tensor:
+            return pf[:, _PC[name]][:, None, None, None]
+
+        full, small = self._fixed(pf, plan.h, plan.w), self._fixed(pf, *plan.lq)
+        x = hr.float().contiguous()
+        gt = x
+
+        # optics: lens distortion, chromatic aberration, motion blur, defocus blur
+        if "lens" in st:
+            x = torch.where(on("lens_on"), self._warp(x, val("lens_k"), "lens"), x)
+        if "ca" in st:
+            x = torch.where(on("ca_on"), self._chromatic(x), x)
+        if "mb" in st:
+            x = torch.where(on("mb_on"), _filter(x, _motion_kernels(p, plan.motion), full), x)
+        if "k1" in st:
+            x = torch.where(on("k1_on"), _filter(x, self._kernels(p, "k1", plan.shapes, _PC), full), x)
+
+        # sensor: demosaicing, noise, rolling shutter
+        if "dm" in st:
+            bayer = self._const_of(f"bayer{plan.h}x{plan.w}", x.device, lambda: _bayer(plan.h, plan.w))
+            x = torch.where(on("dm_on"), _demosaic(x, bayer), x)
+        if "sn" in st:
+            noise = self._const_table("normal", x.device)[self._bits(p[:, _PC["nk"]], x.shape) >> 16]
+            x = torch.where(on("sn_on"), torch.clamp(x + noise * val("sn_std"), 0, 1), x)
+        if "rs" in st:
+            x = torch.where(on("rs_on"), self._warp(x, val("rs_k"), "shear"), x)
+
+        # camera ISP: exposure, colour temperature, oversharpening, aliasing
+        if "ex" in st:
+            x = torch.where(on("ex_on"), torch.clamp(x * val("ex_f"), 0, 1), x)
+        if "ct" in st:
+            gains = torch.cat([val("ct_r"), val("ct_g"), val("ct_b")], 1)
+            x = torch.where(on("ct_on"), torch.clamp(x * gains, 0, 1), x)
+        if "os" in st:
+            x = torch.where(on("os_on"), _oversharpen(x, val("os_s")), x)
+        if "al" in st:
+            x = torch.where(on("al_on"), self._alias(x, pf), x)
+
+        # the resize to the LR size, the sinc filter
+        x = self._resize(x, full, small, pf, "f", plan.modes, plan.lq, _PC)
+        if "ks" in st:
+            x = torch.where(on("ks_on"), _filter(x, self._kernels(p, "ks", frozenset({_SINC}), _PC), small), x)
+        return x, gt
+
+    def _back(self, x: Tensor, gt: Tensor, buf: Tensor, table: np.ndarray, plan: _ParagonPlan) -> tuple[Tensor, Tensor]:
+        """Compressions (JPEG batched on the device, WebP/AVIF/HEIF per sample through Pillow on the
+        CPU), editing, 8-bit rounding, the window: (LR window, GT window)."""
+        parts = _unpack(buf, plan.layout)
+        pf = parts["table"].float()
+
+        def on(name: str) -> Tensor:
+            return (pf[:, _PC[name]] > 0)[:, None, None, None]
+
+        def val(name: str) -> Tensor:
+            return pf[:, _PC[name]][:, None, None, None]
+
+        small = self._fixed(pf, *plan.lq)
+        for r, formats in zip(("c1", "c2"), plan.codecs, strict=True):
+            if "jpeg" in formats:
+                x = torch.where((pf[:, _PC[f"{r}_fmt"]] == 0)[:, None, None, None], self._jpeg(x, parts[r], small), x)
+            if formats - {"jpeg"}:
+                x = _pillow_codecs(x, table[:, _PC[f"{r}_fmt"]].astype(np.int64), table[:, _PC[f"{r}_q"]].astype(np.int64))
+        if "edx" in plan.stages:
+            x = torch.where(on("ed_ex_on"), torch.clamp(x * val("ed_ex_f"), 0, 1), x)
+        if "eds" in plan.stages:
+            x = torch.where(on("ed_os_on"), _oversharpen(x, val("ed_os_s")), x)
+        lq = torch.clamp(torch.round(x * 255.0), 0, 255) * (1.0 / 255.0)
+        if not plan.margin:
+            return lq, gt
+        oy, ox = pf[:, _PC["win_y"]].long(), pf[:, _PC["win_x"]].long()
+        window = (plan.lq[0] - 2 * plan.margin, plan.lq[1] - 2 * plan.margin)
+        return self._window(lq, oy, ox, window, 1), self._window(gt, oy, ox, window, self.scale)
+
+    def _fixed(self, pf: Tensor, h: int, w: int) -> _Sizes:
+        """Every sample h×w (one tensor for both sides when square: one resize matrix serves both)."""
+        hs = pf.new_full((pf.shape[0],), float(h))
+        return _Sizes(hs, hs if h == w else pf.new_full((pf.shape[0],), float(w)), True)
+
+    def _grid(self, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Pixel centres in grid_sample's coordinates (align_corners=False): u [1, 1, W], v [1, H, 1]."""
+        def centres(size: int) -> Tensor:
+            return self._const_of(f"centres{size}", device, lambda: ((torch.arange(size, dtype=torch.float64) * 2 + 1) / size - 1).float())
+
+        return centres(w).view(1, 1, w), centres(h).view(1, h, 1)
+
+    def _warp(self, x: Tensor, k: Tensor, how: str) -> Tensor:
+        """Lens distortion ((u, v)·(1 + k·r²)) or rolling shutter (u + k·v·H/W: k px per px below the
+        centre), per sample k; bilinear, reflected at the borders."""
+        n, _, h, w = x.shape
+        u, v = self._grid(h, w, x.device)
+        k = k.view(n, 1, 1)
+        if how == "lens":
+            f = 1 + k * (u * u + v * v)
+            gx, gy = u * f, v * f
+        else:
+            gx, gy = u + k * v * (h / w), v.expand(n, h, w)
+        grid = torch.stack([gx.expand(n, h, w), gy.expand(n, h, w)], dim=-1)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def _chromatic(self, x: Tensor) -> Tensor:
+        """Red scaled ×1.001 and blue ×0.999 about the centre (the fork's affine_grid), green kept, clipped."""
+        n, _, h, w = x.shape
+        u, v = self._grid(h, w, x.device)
+
+        def scaled(channel: int, s: float) -> Tensor:
+            grid = torch.stack([(u * s).expand(1, h, w), (v * s).expand(1, h, w)], dim=-1).expand(n, h, w, 2)
+            return F.grid_sample(x[:, channel : channel + 1], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+        return torch.cat([scaled(0, 1.001), x[:, 1:2], scaled(2, 0.999)], 1).clamp(0, 1)
+
+    def _alias(self, x: Tensor, pf: Tensor) -> Tensor:
+        """Nearest-neighbour down to each sample's (al_h, al_w) and back up (index gathers)."""
+        n, c, h, w = x.shape
+        ih = _nearest_there_and_back(h, pf[:, _PC["al_h"]])
+        iw = _nearest_there_and_back(w, pf[:, _PC["al_w"]])
+        rows = x.gather(2, ih[:, None, :, None].expand(n, c, h, w))
+        return rows.gather(3, iw[:, None, None, :].expand(n, c, h, w))
+
+    def describe(self) -> list[Param]:
+        codecs = {fmt: codec_problem(fmt) or ("batched on the device" if fmt == "jpeg" else "Pillow, CPU") for fmt in CODECS}
+        head = [
+            Param("kind", "paragon", "the ParagonSR2 fork's high_order_degradation pipeline (ParagonOTF): optics, sensor, camera "
+                  "ISP, resize to the LR size + sinc, compression(s), editing"),
+            Param("scale", self.scale, "LR side = HR side / scale"),
+            Param("codecs", codecs, "how each compression format runs here (an unavailable one's weight goes to the others)"),
+        ]
+        read = [Param(key, self.opts[key], spec.meaning) for key, spec in _P_READ.items()]
+        unread = [Param(key, value, f"no effect: {_P_UNREAD[key][1]}") for key, value in self.unread.items()]
+        return head + read + unread
+
+
+def _motion_kernels(p: Tensor, side: int) -> Tensor:
+    """[N, side, side] float32: the fork's motion kernels, each sample's size and angle; tap (dy, dx)
+    from the centre is on where |dy·cos + dx·sin| < ½ and -⌊k/2⌋ ≤ dy, dx ≤ k - 1 - ⌊k/2⌋ (an even
+    size sits as the fork's does); normalised."""
+    ax = torch.arange(side, dtype=torch.float64, device=p.device) - side // 2
+    dy, dx = ax[None, :, None], ax[None, None, :]
+    size = p[:, _PC["mb_size"]][:, None, None]
+    lo = -torch.floor(size / 2)
+    hi = size - 1 + lo
+    cos, sin = p[:, _PC["mb_cos"]][:, None, None], p[:, _PC["mb_sin"]][:, None, None]
+    line = (dy * cos + dx * sin).abs() < 0.5
+    inside = (dy >= lo) & (dy <= hi) & (dx >= lo) & (dx <= hi)
+    kern = (line & inside).double()
+    return (kern / kern.sum(dim=(1, 2), keepdim=True)).float()
+
+
+def _bayer(h: int, w: int) -> Tensor:
+    """[2, 3, max(h, w, 3), max(h, w, 3)] (host): the fork's mosaic as masks of R, G, B (plane 0, top
+    left), then the bilinear interpolation weights of R/B and G (plane 1, top-left 3×3 of each)."""
+    side = max(h, w, 3)
+    rows, cols = torch.arange(side)[:, None] % 2, torch.arange(side)[None, :] % 2
+    blue, red = (rows == 0) & (cols == 0), (rows == 1) & (cols == 1)
+    out = torch.zeros(2, 3, side, side)
+    out[0] = torch.stack([red, ~(red | blue), blue]).float()
+    rb = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 4
+    g = torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]]) / 4
+    out[1, :, :3, :3] = torch.stack([rb, g, rb])
+    return out
+
+
+def _demosaic(x: Tensor, bayer: Tensor | None = None) -> Tensor:
+    """The 8-bit image on the fork's Bayer mosaic (B at even rows and columns, R at odd ones, G
+    between), interpolated back bilinearly with 8-bit rounding (OpenCV's Bayer → RGB; reflected
+    borders here). bayer: `_bayer(h, w)` on x's device (built here if not given)."""
+    _, _, h, w = x.shape
+    if bayer is None:
+        bayer = _bayer(h, w).to(x.device)
+    v = torch.floor(x.clamp(0, 1) * 255 + 0.5)
+    full = F.conv2d(F.pad(v * bayer[0, :, :h, :w], (1, 1, 1, 1), mode="reflect"), bayer[1, :, None, :3, :3], groups=3)
+    return torch.floor(full + 0.5) * (1.0 / 255.0)
+
+
+def _oversharpen(x: Tensor, s: Tensor) -> Tensor:
+    """The fork's oversharpening: x + s·(x - 5×5 box blur of x), clipped (reflected borders here)."""
+    box = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+    return torch.clamp(x + (x - box) * s, 0, 1)
+
+
+def _nearest_there_and_back(size: int, down: Tensor) -> Tensor:
+    """[N, size] int64: the source pixel of each output pixel after F.interpolate(mode="nearest") to
+    `down` px and back to `size` (torch's rule: src = min(floor(dst · in/out), in - 1), in float32)."""
+    i = torch.arange(size, device=down.device, dtype=torch.float32)[None, :]
+    d = down.float()[:, None]
+    full = torch.full_like(d, float(size))
+    j = torch.minimum(torch.floor(i * (d / full)), d - 1)
+    return torch.minimum(torch.floor(j * (full / d)), full - 1).long()
+
+
+def _pillow_codecs(x: Tensor, fmt: np.ndarray, quality: np.ndarray) -> Tensor:
+    """The samples whose format (index in CODECS) is WebP, AVIF or HEIF, each saved and read back by
+    Pillow at its quality on the CPU (8-bit, rounded), in threads; the others as they are."""
+    rows = np.flatnonzero(fmt >= 1)
+    if not len(rows):
+        return x
+    index = torch.from_numpy(rows).to(x.device)
+    levels = torch.floor(x.index_select(0, index).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    jobs = [(levels[j], CODECS[int(fmt[i])], int(quality[i])) for j, i in enumerate(rows)]
+    if len(jobs) > 1 and _CODEC_THREADS > 1:
+        with ThreadPoolExecutor(max_workers=min(len(jobs), _CODEC_THREADS)) as pool:
+            out = list(pool.map(_codec_job, jobs))
+    else:
+        out = [_codec_job(job) for job in jobs]
+    back = torch.from_numpy(np.stack(out)).to(x.device).permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+    return x.index_copy(0, index, back)
