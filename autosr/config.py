@@ -412,7 +412,12 @@ def validate(tree: Any, source: Path | str = "config", *, need_training: bool = 
     if not isinstance(tree, dict):
         raise AutosrError(f"{source}: expected a YAML mapping at the top level", "is this an autosr/traiNNer config?")
     try:
-        data = check(_fork_names(_registry_names(tree)), ROOT, "")
+        named = _fork_names(_registry_names(tree))
+        root_extra, dataset_extra = _degradation_keys(named)
+        data = check(_without(named, root_extra, dataset_extra), ROOT, "")
+        data.update(root_extra)
+        if dataset_extra:
+            data["datasets"]["train"].update(dataset_extra)
         _check_rules(data, need_training)
     except AutosrError as exc:
         raise AutosrError(f"{source}: {exc.message}", exc.hint) from None
@@ -429,6 +434,38 @@ def _registry_names(tree: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("datasets"), dict):
         out["datasets"] = {name: ({**d, "type": d["type"].lower()} if isinstance(d, dict) and isinstance(d.get("type"), str) else d)
                            for name, d in out["datasets"].items()}
+    return out
+
+
+def on_the_fly(tree: dict[str, Any]) -> bool:
+    """The training LR is made on the fly from HR crops: a realesrgandataset, `high_order_degradation:
+    true`, or a training set without dataroot_lq."""
+    train = (tree.get("datasets") or {}).get("train")
+    if not isinstance(train, dict):
+        return False
+    return (str(train.get("type", "")).lower() == "realesrgandataset" or tree.get("high_order_degradation") is True
+            or "dataroot_lq" not in train)
+
+
+def _degradation_keys(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """For an on-the-fly config, the root and train-dataset keys the schema does not list: the
+    degradation's options (dozens, per pipeline), checked by their owner when the run is built
+    (autosr/train/degradations.py: unknown ones are refused there with a did-you-mean)."""
+    if not on_the_fly(tree):
+        return {}, {}
+    root_keys = ROOT.keys
+    root = {k: v for k, v in tree.items() if k not in root_keys}
+    train = tree["datasets"]["train"]
+    dataset_keys = ROOT.keys["datasets"].spec_for("train").keys
+    return root, {k: v for k, v in train.items() if k not in dataset_keys}
+
+
+def _without(tree: dict[str, Any], root: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+    if not root and not dataset:
+        return tree
+    out = {k: v for k, v in tree.items() if k not in root}
+    if dataset:
+        out["datasets"] = {**out["datasets"], "train": {k: v for k, v in out["datasets"]["train"].items() if k not in dataset}}
     return out
 
 

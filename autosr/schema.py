@@ -110,7 +110,8 @@ STR_OR_LIST = Either((STR, ListOf(STR, min_len=1)))
 TRAIN_DATASET = Struct(
     {
         "name": STR,
-        "type": Scalar(str, choices=("pairedimagedataset",)),
+        # realesrgandataset: HR alone, the LR made on the fly (autosr/train/degradations.py checks its keys)
+        "type": Scalar(str, choices=("pairedimagedataset", "realesrgandataset")),
         "dataroot_gt": STR_OR_LIST,
         "dataroot_lq": STR_OR_LIST,
         "meta_info": OPT_STR,
@@ -126,7 +127,8 @@ TRAIN_DATASET = Struct(
         "pin_memory": BOOL,
         "persistent_workers": BOOL,
     },
-    required=("name", "type", "dataroot_gt", "dataroot_lq", "batch_size_per_gpu"),
+    # no dataroot_lq: HR alone, the LR made on the fly (bicubic for pairedimagedataset)
+    required=("name", "type", "dataroot_gt", "batch_size_per_gpu"),
 )
 
 VAL_DATASET = Struct(
@@ -242,6 +244,13 @@ TRAIN = Struct(
         "adaptive_d": BOOL,
         "adaptive_d_ema_decay": FRACTION,
         "adaptive_d_threshold": ranged(float, 1),
+        # traiNNer-redux's mixture of augmentations (mixup, cutmix, resizemix): off by default there;
+        # autosr does not implement it and refuses use_moa: true (train/settings.py)
+        "use_moa": BOOL,
+        "moa_augs": ListOf(STR),
+        "moa_probs": ListOf(NONNEG),
+        "moa_debug": BOOL,
+        "moa_debug_limit": COUNT0,
         "scheduler": Struct(
             {
                 "type": Scalar(str, choices=("MultiStepLR", "CosineAnnealingLR")),
@@ -358,6 +367,7 @@ DEFAULTS: dict[str, Any] = {
     "path.param_key_d": None,  # autosr: params, else the whole file
     "path.strict_load_d": True,
     "train.adaptive_d": False,
+    "train.use_moa": False,
     "train.adaptive_d_ema_decay": 0.999,
     "train.adaptive_d_threshold": 1.02,
     "path.resume_state": None,

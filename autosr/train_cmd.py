@@ -41,6 +41,7 @@ from autosr.train.hooks import Automation, RunInfo
 from autosr.train.inputs import build_data
 from autosr.train.launch import launch_note
 from autosr.train.loop import SCHEDULE_EVERY, ModelMetadata, RunResult, Trainer
+from autosr.train.losses import inert_loss_keys
 from autosr.train.objective import Objective
 from autosr.train.settings import Settings, build_settings
 from autosr.train.setup import DistInfo, Note, TorchSetup, init_distributed, setup_torch
@@ -396,7 +397,7 @@ def unused_key_notes(s: Settings, torch_setup: TorchSetup, source: CropSource, d
     if d.dataset_enlarge_ratio not in (1, "auto"):
         out.append(Note("datasets.train.dataset_enlarge_ratio", "not used",
                         "autosr samples crops endlessly: there are no epochs to enlarge"))
-    for key, reason in unused_fork_keys(s.tree):
+    for key, reason in [*unused_fork_keys(s.tree), *inert_loss_keys(s.losses)]:
         out.append(Note(key, "not used", reason))
     if s.auto_vram_management:
         out.append(Note("auto_vram_management", "not used", "the fork's VRAM manager; autosr sizes the batch from its memory "

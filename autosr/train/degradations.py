@@ -50,6 +50,7 @@ from PIL import Image
 from torch import Tensor
 
 from autosr.errors import AutosrError, did_you_mean
+from autosr.schema import ROOT
 
 __all__ = [
     "CODECS",
@@ -1957,3 +1958,31 @@ def _pillow_codecs(x: Tensor, fmt: np.ndarray, quality: np.ndarray) -> Tensor:
         out = [_codec_job(job) for job in jobs]
     back = torch.from_numpy(np.stack(out)).to(x.device).permute(0, 3, 1, 2).float() * (1.0 / 255.0)
     return x.index_copy(0, index, back)
+
+
+# Keys that only the fork's ParagonOTF reads: a config that has one is a fork config.
+_PARAGON_ONLY = frozenset(k for k in _P_READ if k not in _KEYS)
+# Keys that select the pipeline rather than set it: read by kind_for_config, not passed on.
+SELECTORS = ("high_order_degradation", "type", "dataroot_gt", "dataroot_lq", "meta_info", "name")
+
+
+def kind_for_config(tree: Mapping[str, Any]) -> str | None:
+    """How a (validated) config's training LR is made: None for paired folders; "bicubic" for a
+    dataset without dataroot_lq; for a realesrgandataset or `high_order_degradation: true`,
+    "paragon" when the config uses the fork's ParagonOTF keys (the fork's pipeline) and "realesrgan"
+    otherwise (upstream traiNNer-redux's model)."""
+    train = (tree.get("datasets") or {}).get("train") or {}
+    otf = str(train.get("type", "")).lower() == "realesrgandataset" or tree.get("high_order_degradation") is True
+    if not otf:
+        return None if "dataroot_lq" in train else "bicubic"
+    keys = set(tree) | set(train)
+    return "paragon" if keys & _PARAGON_ONLY else "realesrgan"
+
+
+def options_of(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """The degradation options of a config: every root and train-dataset key the schema does not list
+    (config.validate let them through for their owner), so that from_options refuses a misspelt one."""
+    train = (tree.get("datasets") or {}).get("train") or {}
+    dataset_keys = ROOT.keys["datasets"].spec_for("train").keys
+    opts = {k: v for k, v in tree.items() if k not in ROOT.keys and k not in SELECTORS}
+    return opts | {k: v for k, v in train.items() if k not in dataset_keys and k not in SELECTORS}

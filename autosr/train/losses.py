@@ -339,6 +339,8 @@ def _entry_type(i: int, entry: object) -> tuple[str, Mapping[str, Any]]:
     kind = entry.get("type")
     if not isinstance(kind, str):
         raise AutosrError(f"{where}.type: missing or not a string", "e.g. type: l1loss")
+    if kind.lower() == "r3ganloss":  # the fork registers R3GANLoss by that name too: ganloss with gan_type r3gan
+        return "ganloss", {**entry, "gan_type": entry.get("gan_type", "r3gan")}
     known = list(OPTIONS)
     if kind.lower() not in known:
         raise AutosrError(f"{where}.type: unknown loss {kind!r}{did_you_mean(kind.lower(), known)}",
@@ -359,11 +361,26 @@ def _entry_weight(i: int, entry: Mapping[str, Any]) -> float:
     return float(weight)
 
 
+# Keys the fork takes on any loss entry and then drops (traiNNer/losses/__init__.py pops them; its
+# IterativeLossWrapper never receives loss_decay*, and warn_on_unused only logs): accepted, no effect.
+INERT_KEYS = {
+    "loss_decay": "the ParagonSR2 fork takes it from the loss entry and never applies it",
+    "loss_decay_inflection": "the ParagonSR2 fork takes it from the loss entry and never applies it",
+    "warn_on_unused": "the fork's log line when a scheduled weight reaches 0; autosr journals every weight change",
+}
+
+
+def inert_loss_keys(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(train.losses[i].key, why it has no effect) for every such key in the config."""
+    return [(f"train.losses[{i}].{key}", why) for i, entry in enumerate(entries) if isinstance(entry, Mapping)
+            for key, why in INERT_KEYS.items() if key in entry]
+
+
 def _entry_options(i: int, kind: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     allowed = {**OPTIONS.get(kind, {}), **gan_losses.SCHEDULE_DEFAULTS}
     opts = dict(allowed)
     for key, value in entry.items():
-        if key in ("type", "loss_weight"):
+        if key in ("type", "loss_weight") or key in INERT_KEYS:
             continue
         where = f"train.losses[{i}].{key}"
         if key not in allowed:

@@ -15,6 +15,7 @@ from typing import Any
 from autosr.config import RunConfig, lookup
 from autosr.errors import AutosrError
 from autosr.schema import DEFAULTS
+from autosr.train.degradations import kind_for_config, options_of
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class DataSettings:
     pin_memory: bool
     persistent_workers: bool
     dataset_enlarge_ratio: int | str
+    # HR alone: the LR made on the fly by this degradation ("bicubic", "realesrgan", "paragon"), else None
+    degradation: str | None = None
+    degradation_opts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -219,8 +223,13 @@ def build_settings(cfg: RunConfig) -> Settings:
         pin_memory=get(ds + "pin_memory"),
         persistent_workers=get(ds + "persistent_workers"),
         dataset_enlarge_ratio=get(ds + "dataset_enlarge_ratio"),
+        degradation=kind_for_config(cfg.data),
+        degradation_opts=options_of(cfg.data),
     )
 
+    if get("train.use_moa"):
+        raise AutosrError(f"{cfg.source}: train.use_moa: true asks for traiNNer's mixture of augmentations (mixup, cutmix, "
+                          "resizemix), which autosr does not implement", "set train.use_moa: false (traiNNer's default)")
     total_iter = get("train.total_iter")
     optimizer = _optimizer(get("train.optim_g") or {}, DEFAULTS["train.optim_g.lr"])
     lr = optimizer.lr
