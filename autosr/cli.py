@@ -113,7 +113,8 @@ class Flavor(StrEnum):
 @guarded
 def init(
     gt: Annotated[Path, typer.Option("--gt", help="Folder of high-resolution (ground truth) images.")],
-    lq: Annotated[Path, typer.Option("--lq", help="Folder of low-resolution images, same file stems as --gt.")],
+    lq: Annotated[Path | None, typer.Option(
+        "--lq", help="Folder of low-resolution images, same file stems as --gt (default: none, the LR is made on the fly).")] = None,
     arch: Annotated[str | None, typer.Option(
         "--arch", help="paragonsr2_<nano|micro|tiny|xs|s|m|l|xl>; default: s or nano, measured for the budget.")] = None,
     val_gt: Annotated[Path | None, typer.Option("--val-gt", help="Validation HR folder (default: hold out a few training pairs).")] = None,
@@ -133,6 +134,12 @@ def init(
     no_calibrate: Annotated[bool, typer.Option(
         "--no-calibrate",
         help="Do not measure this machine (training speed, memory; with --time, batch × LR trials on your data).")] = False,
+    style: Annotated[str, typer.Option(
+        "--style", help="fidelity (default): PSNR-true detail; realistic: a fidelity phase, then perceptual + GAN.")] = "fidelity",
+    degradation: Annotated[str | None, typer.Option(
+        "--degradation", help="Without --lq, how the LR is made: bicubic (fidelity's default) or realesrgan (realistic's).")] = None,
+    pretrain: Annotated[Path | None, typer.Option(
+        "--pretrain", help="Start the generator from this model file (realistic: the GAN phase starts at once).")] = None,
 ) -> None:
     """Analyse a dataset, plan every setting for this machine, and write a commented traiNNer-redux YAML."""
     from autosr.durations import parse_duration
@@ -142,6 +149,7 @@ def init(
         gt=gt, lq=lq, arch=arch, val_gt=val_gt, val_lq=val_lq, output=output, name=name, scale=scale,
         overrides=sets or [], flavor=flavor.value, force=force, print_only=print_only, explain=explain,
         sample=sample, time_budget=parse_duration(time) if time is not None else None, calibrate=not no_calibrate,
+        style=style, degradation=degradation, pretrain=pretrain,
     )
 
 

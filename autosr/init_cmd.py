@@ -16,14 +16,15 @@ from rich.table import Table
 
 from autosr.config import validate
 from autosr.durations import format_duration
-from autosr.errors import AutosrError
+from autosr.errors import AutosrError, did_you_mean
 from autosr.fsutil import check_creatable, write_text_atomic
 from autosr.hardware import HardwareProfile, probe
 from autosr.images import Pair, complete_pairs, write_meta_info
 from autosr.plan.calibrate import MemoryProbe
-from autosr.plan.dataset import DatasetProfile, analyse, check_patch, hold_out
+from autosr.plan.dataset import DatasetProfile, analyse, analyse_hr, check_patch, hold_out
 from autosr.plan.planner import MEASURED, Plan, Timing, Tuned, ValData, budget_arch_choice, make_plan, memory_batch, pick_arch
 from autosr.plan.presets import load_preset
+from autosr.plan.realistic import STYLES
 from autosr.plan.render import render
 from autosr.plan_file import plan_path_for, write_plan
 
@@ -31,12 +32,24 @@ err = Console(stderr=True, highlight=False)
 
 
 def run_init(
-    *, gt: Path, lq: Path, arch: str | None, val_gt: Path | None, val_lq: Path | None, output: Path,
+    *, gt: Path, lq: Path | None, arch: str | None, val_gt: Path | None, val_lq: Path | None, output: Path,
     name: str | None, scale: int | None, overrides: list[str], flavor: str, force: bool,
     print_only: bool, explain: bool, sample: int, time_budget: float | None = None, calibrate: bool = False,
+    style: str = "fidelity", degradation: str | None = None, pretrain: Path | None = None,
 ) -> Plan:
     """time_budget: seconds the whole `autosr train` may take (None: a length from the dataset).
-    calibrate: measure this machine's training speed for the plan (bounded: ≤ 5% of the budget)."""
+    calibrate: measure this machine's training speed for the plan (bounded: ≤ 5% of the budget).
+    lq None: HR alone, the LR made on the fly (`degradation`, else the style's). style "realistic": the
+    GAN recipe (docs/realistic.md); `pretrain`: the generator starts from these weights."""
+    if style not in STYLES:
+        raise AutosrError(f"--style {style}: unknown{did_you_mean(style, STYLES)}", "use fidelity or realistic")
+    if degradation is not None and degradation not in INIT_DEGRADATIONS:
+        raise AutosrError(f"--degradation {degradation}: unknown{did_you_mean(degradation, INIT_DEGRADATIONS)}",
+                          "use bicubic or realesrgan (the fork's pipeline: write its keys into the YAML)")
+    if degradation is not None and lq is not None:
+        raise AutosrError("--degradation makes the LR from the HR images, but --lq gives them", "drop --lq or --degradation")
+    if pretrain is not None and not pretrain.is_file():
+        raise AutosrError(f"--pretrain {pretrain}: not a file", "pass a model file (.safetensors or .pth)")
     if not print_only and output.exists() and not force:
         raise AutosrError(f"{output}: already exists", "pass --force to overwrite it, or -o another.yml")
     if not print_only:  # the YAML, its plan and pair lists go in -o's folder: writable, before any work
@@ -47,14 +60,16 @@ def run_init(
         load_preset(arch)  # an unknown name fails before any reading
     if (val_gt is None) != (val_lq is None):
         raise AutosrError("--val-gt and --val-lq go together", "pass both folders, or neither to hold out pairs")
-    _check_distinct(gt, lq, "--gt", "--lq")
+    if lq is not None:
+        _check_distinct(gt, lq, "--gt", "--lq")
     if val_gt is not None and val_lq is not None:
         _check_distinct(val_gt, val_lq, "--val-gt", "--val-lq")
     if scale is not None and scale not in TRAIN_SCALES:
         raise AutosrError(f"--scale {scale}: train supports only ×{_scales_text()}", f"pass --scale {_scales_text(' or ')}")
 
     hw = probe(Path("runs"))
-    ds = analyse(gt.resolve(), lq.resolve(), sample=sample, scale=scale)
+    ds = analyse(gt.resolve(), lq.resolve(), sample=sample, scale=scale) if lq is not None else \
+        analyse_hr(gt.resolve(), scale=scale, sample=sample)
     if ds.scale not in TRAIN_SCALES:
         raise AutosrError(
             f"the HR images are ×{ds.scale} the size of the LR images ({ds.gt_dir} vs {ds.lq_dir}), "
@@ -78,37 +93,40 @@ def run_init(
         train_pairs, held = split.train, split.val
         trial_train, trial_val = split.train, split.val
         val = ValData(
-            "holdout", str(ds.gt_dir), str(ds.lq_dir), len(held),
+            "holdout", str(ds.gt_dir), str(meta_dir / f"{stem}.val_lr") if ds.hr_only else str(ds.lq_dir), len(held),
             meta_info=str(meta_dir / f"{stem}.val_pairs.txt"),
             # Without a list train reads the whole folders, which unpaired files would break.
             train_meta_info=None if split.shared and not unpaired else str(meta_dir / f"{stem}.train_pairs.txt"),
             note=split.describe(),
         )
 
+    planning: dict[str, Any] = {"style": style, "degradation": degradation, "pretrain": str(pretrain.resolve()) if pretrain else None,
+                                "vgg19": style == "realistic" and _vgg19_here()}
+    calibrate_trials = calibrate and not ds.hr_only and style != "realistic"  # trials score fidelity on paired files
     arch_reason = None
     if arch is None and time_budget and calibrate and hw.backend == "cuda" and pick_arch(hw, ds.scale)[0].variant == "s":
         # nano or s for this budget: s's speed on this GPU and data decides (half of the probe's time)
         s_plan = make_plan(hw, ds, arch="paragonsr2_s", val=val, overrides=overrides, flavor=flavor, name=name,
-                           timing=Timing(time_budget, None, "not measured yet"), arch_reason="probe")
+                           timing=Timing(time_budget, None, "not measured yet"), arch_reason="probe", **planning)
         s_timing = _measure(s_plan, hw, time_budget, calibrate, share=0.01)
         arch, arch_reason = budget_arch_choice(s_timing.it_per_s, time_budget, s_timing.source)
     plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
-                     timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason)
+                     timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason, **planning)
     memory = _probe_memory(plan, calibrate and hw.backend == "cuda")
     if memory is not None:  # the batch that fits, from measured peak memory instead of the preset's table
         plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
-                         timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason, memory=memory)
+                         timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason, memory=memory, **planning)
     # Batch and LR by trials on the user's pairs (≤ 4% of the budget; 3% after the arch probe's 1%)
-    tuned, trials, trial_note = _tune(plan, hw, trial_train, trial_val, time_budget, calibrate, memory,
+    tuned, trials, trial_note = _tune(plan, hw, trial_train, trial_val, time_budget, calibrate_trials, memory,
                                       share=0.03 if arch_reason else 0.04)
     if tuned is not None:
         plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
                          timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason, tuned=tuned,
-                         memory=memory)
+                         memory=memory, **planning)
     timing = _measure(plan, hw, time_budget, calibrate, share=0.01 if calibrate and time_budget else 0.05)
     if timing.it_per_s or time_budget:
         plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name, timing=timing,
-                         arch_reason=arch_reason, tuned=tuned, memory=memory)
+                         arch_reason=arch_reason, tuned=tuned, memory=memory, **planning)
     plan.trials = trials
     if trial_note:
         plan.notes.append(f"trials: {trial_note}")
@@ -134,6 +152,8 @@ def run_init(
         write_meta_info(train_pairs, Path(val.train_meta_info))
     if val.meta_info and held is not None:
         write_meta_info(held, Path(val.meta_info))
+    if ds.hr_only and held is not None:
+        write_val_lr(held, Path(val.lq), plan.tree(), ds.scale)
     write_plan(plan_path_for(output), decisions=plan.values, command=command, config=output,
                hardware=hw.to_dict(), dataset=ds.to_dict(), time_budget_s=time_budget,
                calibration={"speed_it_per_s": timing.it_per_s, "speed_source": timing.source, "trials": plan.trials,
@@ -193,6 +213,39 @@ def _tune(plan: Plan, hw: HardwareProfile, train_pairs: Sequence[Pair], val_pair
                "seconds": round(r.seconds, 2), "gain_db": None if r.gain_db is None else round(r.gain_db, 4),
                "text": r.describe()} for r in results]
     return Tuned(chosen.batch, chosen.lr, reason), trials, why
+
+
+def _vgg19_here() -> bool:
+    """VGG19's ImageNet weights in the torch hub cache (the perceptual term needs them; never downloaded)."""
+    from autosr.train.backbones import VGG19  # torch: only for realistic plans
+
+    return VGG19.find() is not None
+
+
+def write_val_lr(held: Sequence[Pair], folder: Path, tree: dict[str, Any], scale: int) -> None:
+    """The held-out HR images' LR, made once with the training degradation and a fixed seed (image i draws
+    its degradation from counter i), so that every validation measures the same inputs."""
+    import torch
+    from PIL import Image
+
+    from autosr.images import load_rgb_uint8
+    from autosr.train.degradations import Degrader, kind_for_config, options_of
+
+    kind = kind_for_config(tree) or "bicubic"
+    degrader = Degrader.from_options(kind, options_of(tree), scale, seed=0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, pair in enumerate(held):
+        rgb = load_rgb_uint8(pair.gt)
+        h, w = rgb.shape[0] // scale * scale, rgb.shape[1] // scale * scale
+        hr = torch.from_numpy(rgb[:h, :w].copy()).permute(2, 0, 1)[None].float() / 255.0
+        lq = degrader.degrade(hr, counter=i)[0]
+        out = (lq.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        target = folder / Path(pair.key).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(out).save(target)
+
+
+INIT_DEGRADATIONS = ("bicubic", "realesrgan")
 
 
 # The scales the network (autosr.archs.paragonsr2.SCALES) is built for, so the ones train accepts;

@@ -95,6 +95,7 @@ def run_setting(name: str, sets: list[str], args: argparse.Namespace, work: Path
 
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
     best = max(r["psnr"] for r in vals)
+    realism = {k: vals[-1][k] for k in ("hf_ratio", "gmsd", "lpips") if k in vals[-1]}  # the final model's, when measured
     return {
         "setting": name,
         "sets": sets,
@@ -107,7 +108,7 @@ def run_setting(name: str, sets: list[str], args: argparse.Namespace, work: Path
         "train_s": round(train_s, 1),
         "samples_s": round(sum(r.get("samples_s", 0) for r in train) / max(1, len(train)), 1),
         "bicubic": round(base, 4),
-        "best_psnr": round(best, 4),
+        "best_psnr": round(best, 4), **{f"final_{k}": v for k, v in realism.items()},
         "final_psnr": round(vals[-1]["psnr"], 4),
         "gain_db": round(best - base, 3),
     }

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+ALL_ON = 10**9  # an iteration past every scheduled loss's start_iter
+
 
 @dataclass(frozen=True)
 class SpeedProbe:
@@ -58,7 +60,9 @@ class _Steps:
         # torch's stubs leave out Module.to's documented memory_format keyword
         self.model = build_network(network).to(self.device, memory_format=self.fmt)  # type: ignore[call-overload]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.terms = build_losses(losses)
+        # the generator's step: a GAN plan's D-side terms are left out (train re-fits the length to the speed it
+        # measures), every scheduled term on (the iteration is past every start)
+        self.terms = [term for term in build_losses(losses) if term.kind == "pixel"]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype is torch.float16)
 
     def run(self, batch: int, count: int, keep_going: Callable[[int], bool] | None = None) -> int:
@@ -70,7 +74,7 @@ class _Steps:
         steps = 0
         while steps < count or (keep_going is not None and keep_going(steps)):
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-                loss, _ = self.total_loss(self.terms, self.model(lq).float(), gt)
+                loss, _ = self.total_loss(self.terms, self.model(lq).float(), gt, iteration=ALL_ON)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()

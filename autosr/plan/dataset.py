@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from autosr.errors import AutosrError
-from autosr.images import SHOW, Header, Pair, Pairing, few, load_rgb_uint8, pair_folders, quiet, read_header
+from autosr.images import SHOW, Header, Pair, Pairing, few, list_images, load_rgb_uint8, pair_folders, quiet, read_header
 
 SAMPLE = 256  # pairs whose headers are read
 STATS_PAIRS = 32  # pairs whose pixels are decoded for complexity and degradation
@@ -66,6 +66,9 @@ class DatasetProfile:
     unpaired_lq_names: tuple[str, ...]
     same_names: bool  # every pair has one file name in both folders, at the top level
     pairs: list[Pair] = field(repr=False, compare=False, default_factory=list)
+    # HR alone (no LR folder): the LR is made on the fly; "pairs" then hold the HR on both sides, the LR
+    # sizes are the HR's ÷ scale, and "degradation" measures the HR photos' own compression and noise
+    hr_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able summary (no pair list)."""
@@ -136,6 +139,41 @@ def analyse(
         unpaired_lq_names=tuple(pairing.unpaired_lq[:SHOW]),
         same_names=same_names,
         pairs=pairs,
+    )
+
+
+def analyse_hr(gt_dir: Path, *, scale: int | None, sample: int = SAMPLE, seed: int = 0) -> DatasetProfile:
+    """A folder of HR images alone: the profile `analyse` gives a paired set, with the LR sizes the
+    scale will make (default ×2) and the HR's own JPEG blockiness and noise where the paired profile
+    measures the LR's (the planner makes milder degradations for photos that already carry them)."""
+    gt_dir = Path(gt_dir)
+    chosen_scale = 2 if scale is None else scale
+    if not 1 <= chosen_scale <= 8:
+        raise AutosrError(f"--scale {scale} is out of range", "use an integer from 1 to 8")
+    files = list_images(gt_dir)
+    if not files:
+        raise AutosrError(f"--gt {gt_dir}: no images found", "point --gt at a folder of png, jpg, webp, bmp or tif images")
+    pairs = [Pair(key, path, path) for key, path in sorted(files.items())]  # the HR stands for both sides
+    chosen = draw_sample(pairs, sample, seed)
+    with quiet():
+        heads = [read_header(p.gt) for p in chosen]
+    lq_sizes = [((h.size[0] // chosen_scale), (h.size[1] // chosen_scale)) for h in heads]
+    order = sorted(range(len(chosen)), key=lambda i: (min(lq_sizes[i]), _area(lq_sizes[i])))
+    smallest, middle, largest = order[0], order[len(order) // 2], order[-1]
+    with quiet():
+        complexity, degradation = _pixel_stats(chosen[:STATS_PAIRS], [h.jpeg_quality for h in heads])
+    exts = [p.gt_ext for p in pairs]
+    notes = [f"HR alone ({len(pairs)} images): the LR is made on the fly at ×{chosen_scale}"
+             + ("" if scale is not None else " (the default; --scale 3 or 4 for another)")]
+    return DatasetProfile(
+        gt_dir=gt_dir, lq_dir=gt_dir, pair_count=len(pairs), scale=chosen_scale,
+        scale_source="set" if scale is not None else "default", formats=_formats(exts), sampled=len(chosen),
+        lq_min=lq_sizes[smallest], lq_median=lq_sizes[middle], lq_max=lq_sizes[largest],
+        smallest_side=min(lq_sizes[smallest]), smallest_lq=chosen[smallest].gt_name,
+        modes=dict(Counter(h.mode for h in heads).most_common()), notes=tuple(notes),
+        complexity=round(complexity, 4), complexity_label=complexity_label(complexity),
+        stats_pairs=min(len(chosen), STATS_PAIRS), degradation=degradation, unpaired_gt=0, unpaired_lq=0,
+        unpaired_gt_names=(), unpaired_lq_names=(), same_names=True, pairs=pairs, hr_only=True,
     )
 
 

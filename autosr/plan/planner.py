@@ -18,6 +18,7 @@ from autosr.config import parse_override, set_path, validate, without_fork_secti
 from autosr.decision import Decision
 from autosr.errors import AutosrError
 from autosr.hardware import TIER_SETTINGS, HardwareProfile
+from autosr.plan import realistic
 from autosr.plan.calibrate import MemoryProbe
 from autosr.plan.dataset import DatasetProfile
 from autosr.plan.presets import VARIANTS, Preset, all_presets, load_preset
@@ -299,6 +300,10 @@ def make_plan(
     arch_reason: str | None = None,
     tuned: Tuned | None = None,
     memory: MemoryProbe | None = None,
+    style: str = "fidelity",
+    degradation: str | None = None,
+    pretrain: str | None = None,
+    vgg19: bool = False,
 ) -> Plan:
     """Decide every value of the traiNNer config for this hardware and dataset. `arch_reason`:
     the arch was chosen automatically (by init's measurement), for this reason. `tuned`: batch and LR
@@ -316,12 +321,16 @@ def make_plan(
 
     put("name", name or _slug(f"{scale}x_{preset.arch}_{dataset_name(ds.gt_dir)}"),
         "set with --name" if name else "scale, arch and dataset folder", "set" if name else "auto")
-    put("scale", scale, f"{'set with --scale' if ds.scale_source == 'set' else 'HR/LR size ratio of'} {ds.sampled} sampled pairs")
+    put("scale", scale, "set with --scale" if ds.scale_source == "set" else "HR alone: ×2 unless --scale says otherwise"
+        if ds.scale_source == "default" else f"HR/LR size ratio of {ds.sampled} sampled pairs")
     gpus = len(hw.gpus) if hw.backend == "cuda" else 1
     put("num_gpu", "auto", f"the {gpus} visible GPUs: `autosr train` starts one process per GPU itself (PyTorch's elastic "
                            "launcher); --gpus N or num_gpu: N uses fewer" if gpus > 1 else
         "every visible GPU (one here); on a machine with more, `autosr train` starts one process per GPU")
-    put("path", {}, "nothing to resume or pretrain from")
+    if pretrain:
+        put("path.pretrain_network_g", pretrain, "--pretrain: the generator starts from these weights", "set")
+    else:
+        put("path", {}, "nothing to resume or pretrain from")
     put("manual_seed", 1024, "fixed so that a run can be repeated")
 
     precision = choose_precision(hw)
@@ -350,14 +359,25 @@ def make_plan(
     net_source = {"source": arch_source}
     put("network_g.type", preset.arch, arch_reason, **net_source)
     put("network_g.scale", scale, "same as scale")
+    if style == "realistic":
+        net_d = realistic.discriminator(preset.variant, scale)
+        for key, value in net_d.value.items():
+            put(f"network_d.{key}", value, net_d.reason)
 
     lq = decide("datasets.train.lq_size", _patch(ds, preset))
     workers = choose_workers(hw)
     t = "datasets.train."
     put(t + "name", dataset_name(ds.gt_dir), "from the dataset folder name")
-    put(t + "type", "pairedimagedataset", "paired HR/LR folders")
-    put(t + "dataroot_gt", str(ds.gt_dir), "--gt")
-    put(t + "dataroot_lq", str(ds.lq_dir), "--lq")
+    kind = None
+    if ds.hr_only:
+        kind, why = realistic.degradation_kind(ds, style, degradation)
+        put(t + "type", "pairedimagedataset" if kind == "bicubic" else "realesrgandataset",
+            f"HR alone, no dataroot_lq: each LR crop is made on the fly from its HR crop — {why}")
+        put(t + "dataroot_gt", str(ds.gt_dir), "--gt")
+    else:
+        put(t + "type", "pairedimagedataset", "paired HR/LR folders")
+        put(t + "dataroot_gt", str(ds.gt_dir), "--gt")
+        put(t + "dataroot_lq", str(ds.lq_dir), "--lq")
     if val.train_meta_info:
         why = (f"all pairs except the {val.count} held out for validation" if val.kind == "holdout"
                else "the paired files only (some files have no partner)")
@@ -373,12 +393,16 @@ def make_plan(
     put(t + "use_rot", True, "so are 90° rotations")
     put(t + "pin_memory", hw.backend == "cuda", "faster host→GPU copies" if hw.backend == "cuda" else "no GPU")
     put(t + "persistent_workers", workers.value > 0, "keep workers between epochs" if workers.value else "no workers")
+    for item in realistic.degradation_values(ds, kind or ""):
+        put(item.key, item.value, item.reason)
 
     v = "datasets.val."
     put(v + "name", "val", "held-out pairs" if val.kind == "holdout" else "--val-gt/--val-lq")
     put(v + "type", "pairedimagedataset", "paired HR/LR folders")
     put(v + "dataroot_gt", val.gt, "--val-gt" if val.kind == "folders" else "the training HR folder")
-    put(v + "dataroot_lq", val.lq, "--val-lq" if val.kind == "folders" else "the training LR folder")
+    put(v + "dataroot_lq", val.lq, "--val-lq" if val.kind == "folders" else
+        "the held-out HR images' LR, made once by init with the training degradation (fixed seed)" if ds.hr_only
+        else "the training LR folder")
     if val.meta_info:
         put(v + "meta_info", val.meta_info, f"{val.count} pair(s) held out of training, never trained on")
 
@@ -410,7 +434,16 @@ def make_plan(
     put(tr + "grad_clip", True, "guards against rare exploding steps")
     if flavor == "upstream":  # the fork's schema has no grad_clip_max_norm: it goes in its automation section there
         put(tr + "grad_clip_max_norm", float(tier.clip_start), f"{hw.tier} tier start value")
-    put(tr + "losses", [dict(x) for x in preset.losses], "preset: L1 for fidelity, a little SSIM for structure")
+    if style == "realistic":
+        start, start_why = realistic.gan_start(total_iter, from_pretrain=bool(pretrain))
+        recipe, recipe_why = realistic.losses(list(preset.losses), start, vgg19=vgg19, from_pretrain=bool(pretrain))
+        put(tr + "losses", recipe, f"{recipe_why}; {start_why}")
+        put(tr + "optim_d.type", "AdamW", "upstream traiNNer-redux's GAN templates")
+        put(tr + "optim_d.lr", 1e-4, "upstream's GAN templates (D trains only once the adversarial term is on)")
+        put(tr + "optim_d.weight_decay", 0.0, "upstream's GAN templates")
+        put(tr + "optim_d.betas", [0.9, 0.99], "upstream's GAN templates")
+    else:
+        put(tr + "losses", [dict(x) for x in preset.losses], "preset: L1 for fidelity, a little SSIM for structure")
     if flavor == "fork":
         d = tr + "dynamic_loss_scheduling."
         put(d + "enabled", True, "balances the losses while training")
@@ -418,10 +451,18 @@ def make_plan(
         a = tr + "training_automations."
         put(a + "enabled", True, "each automation derives its settings from the hardware tier and run length")
         for name_ in AUTOMATIONS:
+            if style == "realistic" and name_ == "IntelligentEarlyStopping":
+                put(a + name_ + ".enabled", False, "a realistic model trades PSNR for detail: stopping when PSNR stops "
+                                                   "rising would end the adversarial phase")
+                continue
             put(a + name_ + ".enabled", True, "no hand-set parameters")
             if name_ == "AdaptiveGradientClipping":
                 put(a + name_ + ".initial_threshold", float(tier.clip_start),
                     f"{hw.tier} tier start value (the fork's place for the clip threshold); re-measured while training")
+        if style == "realistic":
+            for name_ in GAN_AUTOMATIONS:
+                put(a + name_ + ".enabled", False, "not measured helping on a GPU yet (docs/realistic.md): off until it is; "
+                                                   "set it true to let it weaken an overpowering D and roll back a collapse")
 
     put("val.val_enabled", True, f"{val.count} validation pair(s)")
     n_vals = 25 if not timing.budget_s else min(25, max(5, int(timing.budget_s / 30)))  # a short budget keeps its time for training

@@ -19,6 +19,7 @@ from autosr.train.setup import DistInfo, Note, Precision
 
 class FidelityObjective:
     name = "fidelity"
+    final_is_result = False
 
     def __init__(self, s: Settings, device: torch.device, precision: Precision, dist: DistInfo) -> None:
         self.terms: list[LossTerm] = build_losses(list(s.losses))

@@ -44,6 +44,7 @@ KNOBS = {"d_lr_scale": (0.05, 1.0), "d_every": (1, 8), "adv_scale": (0.05, 1.0)}
 
 class GANObjective:
     name = "gan"
+    final_is_result = True
 
     def __init__(self, s: Settings, device: torch.device, precision: Precision, dist: DistInfo) -> None:
         assert s.gan is not None  # the composition root builds this objective for configs with network_d

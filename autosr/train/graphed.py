@@ -63,6 +63,7 @@ class GraphedFidelity:
         g = inner.g
         self.name, self.terms, self.loss_weights = inner.name, inner.terms, inner.loss_weights
         self.knobs = inner.knobs
+        self.final_is_result = inner.final_is_result
         self.notes: list[Note] = [*inner.notes, Note("cuda_graph", True, "the whole step (forward, losses, backward, "
                                                      "clipping, AdamW, EMA) is one CUDA graph after a 3-step warm-up")]
         self.device = g.device

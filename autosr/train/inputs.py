@@ -12,6 +12,7 @@ from autosr.errors import AutosrError
 from autosr.images import collect_pairs, list_images, load_val_pairs, read_meta_info
 from autosr.train.data import CropSource, build_crop_source, build_hr_crop_source
 from autosr.train.degradations import Degrader
+from autosr.train.metrics import REALISM_METRICS
 from autosr.train.settings import Settings
 from autosr.train.setup import DistInfo, Note, cache_budget_bytes
 from autosr.train.validate import Validator
@@ -51,7 +52,11 @@ def build_data(s: Settings, device: torch.device, dist: DistInfo, seed: int, aut
         for vset in s.val.sets:
             images += load_val_pairs(collect_pairs(list(vset.dataroot_gt), list(vset.dataroot_lq),
                                                    list(vset.meta_info) if vset.meta_info else None), scale=s.scale)
-        validator = Validator(images, s.val.metrics, scale=s.scale, tile=s.val.tile_size, device=device,
+        # a realistic (GAN) run is also measured offline: detail energy and gradient similarity against the
+        # truth need no download (LPIPS/DISTS do); not written into the YAML, which traiNNer must still load
+        metrics = {**s.val.metrics, **({k: dict(v) for k, v in REALISM_METRICS.items() if k not in s.val.metrics}
+                                       if s.gan is not None else {})}
+        validator = Validator(images, metrics, scale=s.scale, tile=s.val.tile_size, device=device,
                               autocast=autocast, channels_last=s.runtime.channels_last,
                               save_dir=save_dir if s.val.save_img else None)
     elif not s.val.enabled:

@@ -680,6 +680,11 @@ class Trainer:
             return  # mid-divergence: keep the last checkpoint a good one to roll back to
         net_g, net_g_ema = self.objective.weights()
         store.save(self.iteration, self.state(), net_g=net_g, net_g_ema=net_g_ema, metadata=meta)
+        if final and self.objective.final_is_result:
+            store.mark_best(self.iteration, metrics=best_metrics, weights=self.eval_model.state_dict(), metadata=meta)
+            self._event("trainer", "best_model", None, self.iteration,
+                        f"a {self.objective.name} run: its result is the final model (the PSNR-best one would be from before "
+                        "the adversarial terms had their effect); net_g_best is the final EMA model")
 
     def _training_summary(self) -> dict[str, Any]:
         """The run's hyperparameters, stored in every model file it writes."""

@@ -54,6 +54,9 @@ class Objective(Protocol):
     loss_weights: Tensor
     notes: list[Note]
     knobs: dict[str, float]  # what the runtime scheduler may turn besides the loop's (a GAN's D side); may be empty
+    # the run's result is its final model, not its best-PSNR one (a GAN trades PSNR for detail: the PSNR-best
+    # model would be the fidelity phase's)
+    final_is_result: bool
 
     @property
     def terms(self) -> Sequence[LossTerm]:
