@@ -9,7 +9,7 @@ LOG="$OUT/log.txt"
 step() { echo "=== $1 ($(date +%T))" >> "$LOG"; shift; "$@" >> "$LOG" 2>&1; echo "--- exit $? ($(date +%T))" >> "$LOG"; }
 step "graphed = eager (CUDA test)" timeout 100 python3 -m pytest tests/test_gpu.py -x -q -p no:cacheprovider -k graphed
 step "realistic vs fidelity, nano, 3 min, together" timeout 250 python3 benchmarks/quality_at_time.py --time 3m --together 2 \
-  --arch paragonsr2_nano --work /tmp/q3 --keep "$OUT/runs" --json "$OUT/q_realistic.json" \
+  --arch paragonsr2_nano --work /tmp/q3 --json "$OUT/q_realistic.json" \
   --setting "fidelity=" --setting "realistic=init:--style=realistic"
 step "nano zero-config, graphed then eager, alone, 2 min" timeout 330 python3 benchmarks/quality_at_time.py --time 2m \
   --arch paragonsr2_nano --work /tmp/q4 --json "$OUT/q_graph_alone.json" \
