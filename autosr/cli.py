@@ -7,6 +7,7 @@ stays fast.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import tempfile
 import traceback
@@ -112,7 +113,7 @@ class Flavor(StrEnum):
 @app.command()
 @guarded
 def init(
-    gt: Annotated[Path, typer.Option("--gt", help="Folder of high-resolution (ground truth) images.")],
+    gt: Annotated[Path | None, typer.Option("--gt", help="Folder of high-resolution (ground truth) images.")] = None,
     lq: Annotated[Path | None, typer.Option(
         "--lq", help="Folder of low-resolution images, same file stems as --gt (default: none, the LR is made on the fly).")] = None,
     arch: Annotated[str | None, typer.Option(
@@ -140,11 +141,22 @@ def init(
         "--degradation", help="Without --lq, how the LR is made: bicubic (fidelity's default) or realesrgan (realistic's).")] = None,
     pretrain: Annotated[Path | None, typer.Option(
         "--pretrain", help="Start the generator from this model file (realistic: the GAN phase starts at once).")] = None,
+    from_: Annotated[Path | None, typer.Option(
+        "--from", help="A partial config (keys missing or `auto`): plan the rest, keep every key it sets.")] = None,
 ) -> None:
     """Analyse a dataset, plan every setting for this machine, and write a commented traiNNer-redux YAML."""
     from autosr.durations import parse_duration
-    from autosr.init_cmd import run_init
+    from autosr.init_cmd import run_init, run_init_from
 
+    if from_ is not None:
+        if gt is not None or lq is not None:
+            raise AutosrError("--from takes the folders from the partial config", "drop --gt/--lq, or --from")
+        run_init_from(from_, output=output, force=force, print_only=print_only, explain=explain, sample=sample,
+                      flavor=flavor.value, time_budget=parse_duration(time) if time is not None else None,
+                      calibrate=not no_calibrate)
+        return
+    if gt is None:
+        raise AutosrError("--gt is required: the folder of high-resolution images", "or --from a partial config")
     run_init(
         gt=gt, lq=lq, arch=arch, val_gt=val_gt, val_lq=val_lq, output=output, name=name, scale=scale,
         overrides=sets or [], flavor=flavor.value, force=force, print_only=print_only, explain=explain,
@@ -175,10 +187,16 @@ def train(
     """Train the model the YAML describes, leaving a run folder with checkpoints, metrics and the decision journal."""
     from autosr.durations import parse_duration, since_process_start
     from autosr.train.launch import maybe_launch
-    from autosr.train_cmd import train_from_file
+    from autosr.train_cmd import complete_if_partial, train_from_file
 
     seconds = parse_duration(time) if time is not None else None
-    launched = maybe_launch(config, sets or [], gpus, dry_run=dry_run, argv=sys.argv[1:])
+    if not os.environ.get("WORLD_SIZE"):  # a partial config is planned once, before any process starts
+        planned = complete_if_partial(config, out, time_budget=seconds, explain=explain)
+        argv = [str(planned) if a == str(config) else a for a in sys.argv[1:]]
+        config = planned
+    else:
+        argv = sys.argv[1:]
+    launched = maybe_launch(config, sets or [], gpus, dry_run=dry_run, argv=argv)
     if launched is not None:  # the ranks ran in their own processes: this is their exit code
         if launched:
             raise typer.Exit(launched)

@@ -14,13 +14,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from autosr.config import validate
+from autosr.config import read_yaml, validate
+from autosr.decision import Decision
 from autosr.durations import format_duration
 from autosr.errors import AutosrError, did_you_mean
 from autosr.fsutil import check_creatable, write_text_atomic
 from autosr.hardware import HardwareProfile, probe
 from autosr.images import Pair, complete_pairs, write_meta_info
 from autosr.plan.calibrate import MemoryProbe
+from autosr.plan.complete import completion_inputs, partial_reasons
 from autosr.plan.dataset import DatasetProfile, analyse, analyse_hr, check_patch, hold_out
 from autosr.plan.planner import MEASURED, Plan, Timing, Tuned, ValData, budget_arch_choice, make_plan, memory_batch, pick_arch
 from autosr.plan.presets import load_preset
@@ -36,6 +38,7 @@ def run_init(
     name: str | None, scale: int | None, overrides: list[str], flavor: str, force: bool,
     print_only: bool, explain: bool, sample: int, time_budget: float | None = None, calibrate: bool = False,
     style: str = "fidelity", degradation: str | None = None, pretrain: Path | None = None,
+    explain_overrides: bool = False,
 ) -> Plan:
     """time_budget: seconds the whole `autosr train` may take (None: a length from the dataset).
     calibrate: measure this machine's training speed for the plan (bounded: ≤ 5% of the budget).
@@ -127,6 +130,13 @@ def run_init(
     if timing.it_per_s or time_budget:
         plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name, timing=timing,
                          arch_reason=arch_reason, tuned=tuned, memory=memory, **planning)
+    if explain_overrides and overrides:  # what autosr would have chosen where the user's value stands
+        free = make_plan(hw, ds, arch=arch, val=val, overrides=[], flavor=flavor, name=name, timing=timing,
+                         arch_reason=arch_reason, tuned=tuned, memory=memory, **planning)
+        for key, decision in list(plan.values.items()):
+            mine = free.values.get(key)
+            if decision.source == "set" and mine is not None and mine.value != decision.value:
+                plan.values[key] = Decision(decision.value, f"yours; autosr would choose {mine.value!r}: {mine.reason}", "set")
     plan.trials = trials
     if trial_note:
         plan.notes.append(f"trials: {trial_note}")
@@ -213,6 +223,23 @@ def _tune(plan: Plan, hw: HardwareProfile, train_pairs: Sequence[Pair], val_pair
                "seconds": round(r.seconds, 2), "gain_db": None if r.gain_db is None else round(r.gain_db, 4),
                "text": r.describe()} for r in results]
     return Tuned(chosen.batch, chosen.lr, reason), trials, why
+
+
+def run_init_from(partial: Path, *, output: Path, force: bool, print_only: bool, explain: bool, sample: int,
+                  flavor: str = "fork", time_budget: float | None = None, calibrate: bool = True) -> Plan:
+    """`autosr init --from partial.yml` (and `autosr train partial.yml`): plan every key the partial config
+    leaves out or writes `auto`, keeping every key it sets; --explain says where autosr would choose otherwise."""
+    tree = read_yaml(partial)
+    reasons = partial_reasons(tree)
+    if not reasons:
+        raise AutosrError(f"{partial}: nothing to plan (no key is missing or `auto`)", "train it as it is: autosr train " + str(partial))
+    inputs = completion_inputs(tree, partial)
+    err.print(f"[dim]{partial}: a partial config ({'; '.join(reasons[:4])}{' …' if len(reasons) > 4 else ''}): "
+              "planning the rest[/dim]")
+    return run_init(gt=inputs.gt, lq=inputs.lq, arch=inputs.arch, val_gt=inputs.val_gt, val_lq=inputs.val_lq, output=output,
+                    name=inputs.name, scale=inputs.scale, overrides=inputs.overrides, flavor=flavor, force=force,
+                    print_only=print_only, explain=explain, sample=sample, time_budget=time_budget, calibrate=calibrate,
+                    explain_overrides=True)
 
 
 def _vgg19_here() -> bool:
@@ -325,7 +352,7 @@ def _print_explain(plan: Plan) -> None:
     table.add_column("value", overflow="fold", ratio=2)
     table.add_column("reason", style="dim", overflow="fold", ratio=4)
     for key, decision in plan.values.items():
-        reason = "set by you" if decision.source == "set" else decision.reason
+        reason = decision.reason if decision.reason.startswith("yours;") else "set by you" if decision.source == "set" else decision.reason
         table.add_row(key, str(decision.value), reason)
     for trial in plan.trials:
         gain = trial["gain_db"]

@@ -20,12 +20,14 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from autosr.config import RunConfig, load_config, parse_override, stale_after_overrides
+from autosr.config import RunConfig, load_config, parse_override, read_yaml, stale_after_overrides
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.fork_keys import unused_fork_keys
-from autosr.fsutil import write_text_atomic
+from autosr.fsutil import check_creatable, write_text_atomic
 from autosr.hardware import probe
+from autosr.init_cmd import run_init_from
 from autosr.journal import Journal
+from autosr.plan.complete import partial_reasons
 from autosr.plan.dataset import image_complexity
 from autosr.plan_file import plan_path_for, plan_records, read_plan
 from autosr.runfolder import RunFolder, rewrite_jsonl, up_to, write_failure
@@ -50,6 +52,24 @@ from autosr.use.model_file import model_metadata
 err = Console(stderr=True, highlight=False)
 DEFAULT_OUT = Path("runs")  # `autosr train --out`'s default (autosr/cli.py)
 NO_GRAPH_ENV = "AUTOSR_NO_CUDA_GRAPH"  # 1: the eager step even where a CUDA graph would do (A/B benchmarks)
+
+
+def complete_if_partial(config_path: Path, out_dir: Path, *, time_budget: float | None, explain: bool) -> Path:
+    """A partial config (keys missing or `auto`: autosr/plan/complete.py) is completed by the planner into
+    <out>/<stem>.planned.yml (with its plan file and pair lists); a complete one is returned as it is. The
+    planned file is reused while it is newer than the partial one, so a resumed run keeps its plan."""
+    tree = read_yaml(config_path)
+    if not partial_reasons(tree):
+        return config_path
+    planned = out_dir / f"{config_path.stem}.planned.yml"
+    if planned.is_file() and planned.stat().st_mtime >= config_path.stat().st_mtime:
+        err.print(f"[dim]{config_path} is partial: using the plan made at its first start, {planned}[/dim]")
+        return planned
+    check_creatable(out_dir, "--out")
+    run_init_from(config_path, output=planned, force=True, print_only=False, explain=explain, sample=256,
+                  time_budget=time_budget, calibrate=True)
+    err.print(f"planned the rest of {config_path} into {planned} (its reasons: autosr init --from {config_path} --explain)")
+    return planned
 
 
 def train_from_file(
