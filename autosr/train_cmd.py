@@ -90,6 +90,8 @@ def train_from_file(
         return _dry_run(cfg, dist, explain)
 
     run_dir = out_dir / cfg.name
+    if dist.is_main:
+        check_creatable(run_dir, "--out")  # a folder this user cannot write: one line, before anything is written
     # Taken before anything reads, cleans or writes the folder: a refused second run changes nothing in it.
     lock = runlock.acquire(run_dir) if dist.is_main else None
     try:
@@ -187,8 +189,10 @@ def _train(
             journal.record(trainer.iteration, "set", key, None, value, "--set on the train command line")
         for line in stale_after_overrides(cfg.data, overrides):
             journal.record(trainer.iteration, "set", "warning", None, None, line)
+    ended = False
     try:
         code = _fit_with_interrupts(trainer)
+        ended = True
     except BaseException as exc:  # the report names how the run ended, not just that it did not finish
         aborted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         what = "aborted (a second interrupt)" if aborted else (str(exc).splitlines() or [type(exc).__name__])[0]
@@ -196,8 +200,9 @@ def _train(
         raise
     finally:
         journal.close()
+        trainer.source.close()
         if dist.world_size > 1:
-            distributed.leave()
+            distributed.leave(together=ended)
     if dist.is_main:
         _print_result(trainer.result(), folder, config_path, overrides, code, out_dir)
     return code

@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--variants", help="comma list (default: every preset)")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("preset_memory.py measures CUDA memory: run it on a machine with an NVIDIA GPU", file=sys.stderr)
+        sys.exit(2)
     context = 0
     torch.zeros(1, device="cuda")
     context = torch.cuda.mem_get_info()[1] - torch.cuda.mem_get_info()[0]  # driver + context, roughly

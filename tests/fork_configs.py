@@ -17,9 +17,25 @@ CONFIGS = sorted(FORK.rglob("*.yml"))
 CPU_SIZES = {"lq_size": 16, "batch_size_per_gpu": 2, "num_worker_per_gpu": 0}
 
 
-def prepared(config: Path, out: Path, iterations: int = 20) -> Path:
-    """A copy of `config` in `out`, pointed at the test photos and sized for a CPU."""
+def _compress_schedules(tree: dict[str, Any], iterations: int) -> None:
+    """Per-loss start_iter / target_iter / disable_after scaled from the config's length to `iterations`,
+    so that a GAN phase that starts at 10k of 60k starts at 1/6 of the short run (its D then trains)."""
+    train = tree.get("train") or {}
+    length = train.get("total_iter")
+    if not isinstance(length, int) or length <= iterations:
+        return
+    for entry in train.get("losses") or []:
+        for key in ("start_iter", "target_iter", "disable_after"):
+            if isinstance(entry.get(key), int):
+                entry[key] = max(0, round(entry[key] * iterations / length))
+
+
+def prepared(config: Path, out: Path, iterations: int = 20, *, compress: bool = False) -> Path:
+    """A copy of `config` in `out`, pointed at the test photos and sized for a CPU. compress: the per-loss
+    schedules squeezed into the short run (see _compress_schedules)."""
     tree: dict[str, Any] = yaml.safe_load(config.read_text(encoding="utf-8"))
+    if compress:
+        _compress_schedules(tree, iterations)
     for role, dataset in (tree.get("datasets") or {}).items():
         split = "val" if role.startswith("val") else "train"
         dataset["dataroot_gt"] = str(PHOTOS / split / "hr")

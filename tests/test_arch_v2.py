@@ -296,7 +296,7 @@ def test_presets_carry_the_variants_defaults_and_the_forks_training_values(varia
     # the fork's fidelity configs: AdamW 2e-4, L1 + 0.08 MS-SSIM, EMA 0.999
     assert preset.optimizer == {"type": "AdamW", "lr": 2e-4, "weight_decay": 1e-4, "betas": [0.9, 0.99]}
     assert preset.losses == ({"type": "l1loss", "loss_weight": 1.0}, {"type": "mssimloss", "loss_weight": 0.08})
-    assert preset.ema_decay == 0.999 and preset.memory_source == "estimate"  # no GPU measurement yet
+    assert preset.ema_decay == 0.999 and preset.memory_source == "measured"  # H200, benchmarks/preset_memory.py
 
 
 def test_the_planners_candidates_stay_nano_to_xl():

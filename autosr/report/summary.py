@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autosr.errors import AutosrError
-from autosr.fsutil import write_text_atomic
+from autosr.fsutil import check_creatable, write_text_atomic
 from autosr.report.svg import Chart, Series, render, smooth
 from autosr.runfolder import RunFolder, read_jsonl
 
@@ -549,9 +549,11 @@ def _html_target(html_path: Path | None, default: Path) -> Path:
     if html_path is None:
         return default
     if html_path.is_dir():
+        check_creatable(html_path, "--html")
         return html_path / "report.html"
     if not html_path.parent.is_dir():
         raise AutosrError(f"--html {html_path}: folder {html_path.parent} does not exist", "create it first, or pick another path")
+    check_creatable(html_path.parent, "--html")
     return html_path
 
 

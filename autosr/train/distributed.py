@@ -60,7 +60,13 @@ def disagreement(modules: Sequence[nn.Module], knobs: Sequence[Tensor], device: 
     return spread / max(1.0, float(high.abs().max()))
 
 
-def leave() -> None:
-    """Destroy the process group (every rank, at the end of a run)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def leave(*, together: bool) -> None:
+    """Destroy the process group at the end of a run. together (a run that ended normally, on every rank):
+    first wait for every rank, so that no rank tears its group down while another still uses it — a rank
+    that left early died in C++ teardown ('terminate called without an active exception', SIGABRT) after
+    the run had finished. Not after an error: the other ranks may be inside a collective that never comes."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if together:
+        dist.barrier()
+    dist.destroy_process_group()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from autosr.errors import AutosrError, AutosrRuntimeError
+from autosr.fsutil import check_creatable
 from autosr.safetensors_io import save_safetensors
 from autosr.use.model_file import ModelInfo, load_model, model_metadata
 from autosr.use.upscale import find_model
@@ -114,6 +115,9 @@ def export(target: Path, *, onnx_path: Path | None = None, opset: int = 17, stat
         raise AutosrError(f"--opset {opset} is too old", "ParagonSR2 needs opset 17 or newer")
     if onnx_path is not None:
         _require_onnx_packages()
+    for path, flag in ((onnx_path, "--onnx"), (safetensors_path, "--safetensors")):
+        if path is not None:
+            check_creatable(path.parent, flag)  # one line before the export's work
     src, fallback = find_model(target)
     model, info = load_model(src, network_opts=fallback)
     for note in info.notes:

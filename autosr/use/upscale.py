@@ -33,7 +33,7 @@ from PIL import Image, ImageOps
 from torch import Tensor, nn
 
 from autosr.errors import AutosrError, AutosrRuntimeError
-from autosr.fsutil import atomic_write
+from autosr.fsutil import atomic_write, check_creatable
 from autosr.images import IMAGE_EXTS
 from autosr.runfolder import RunFolder
 from autosr.train.metrics import tiled_forward
@@ -398,6 +398,7 @@ def upscale(model_target: Path, src: Path, dst: Path, *, tile: int | None = None
     dev = pick_device(device)
     dtype = _precision(fp16, bf16, dev)
     jobs = plan_jobs(src, dst)
+    check_creatable(dst if src.is_dir() else dst.parent, "OUTPUT")  # one line before any work, not a traceback later
     path, fallback = find_model(model_target)
     model, info = load_model(path, network_opts=fallback)
     model.to(dev)
