@@ -141,6 +141,9 @@ def init(
         "--degradation", help="Without --lq, how the LR is made: bicubic (fidelity's default) or realesrgan (realistic's).")] = None,
     pretrain: Annotated[Path | None, typer.Option(
         "--pretrain", help="Start the generator from this model file (realistic: the GAN phase starts at once).")] = None,
+    trials: Annotated[bool, typer.Option(
+        "--trials", help="With --time of 25 minutes or more on a GPU: batch × LR trials on your data (not yet measured "
+                         "helping, so off by default).")] = False,
     from_: Annotated[Path | None, typer.Option(
         "--from", help="A partial config (keys missing or `auto`): plan the rest, keep every key it sets.")] = None,
 ) -> None:
@@ -161,7 +164,7 @@ def init(
         gt=gt, lq=lq, arch=arch, val_gt=val_gt, val_lq=val_lq, output=output, name=name, scale=scale,
         overrides=sets or [], flavor=flavor.value, force=force, print_only=print_only, explain=explain,
         sample=sample, time_budget=parse_duration(time) if time is not None else None, calibrate=not no_calibrate,
-        style=style, degradation=degradation, pretrain=pretrain,
+        style=style, degradation=degradation, pretrain=pretrain, trials=trials,
     )
 
 

@@ -38,7 +38,7 @@ def run_init(
     name: str | None, scale: int | None, overrides: list[str], flavor: str, force: bool,
     print_only: bool, explain: bool, sample: int, time_budget: float | None = None, calibrate: bool = False,
     style: str = "fidelity", degradation: str | None = None, pretrain: Path | None = None,
-    explain_overrides: bool = False,
+    explain_overrides: bool = False, trials: bool = False,
 ) -> Plan:
     """time_budget: seconds the whole `autosr train` may take (None: a length from the dataset).
     calibrate: measure this machine's training speed for the plan (bounded: ≤ 5% of the budget).
@@ -105,7 +105,7 @@ def run_init(
 
     planning: dict[str, Any] = {"style": style, "degradation": degradation, "pretrain": str(pretrain.resolve()) if pretrain else None,
                                 "vgg19": style == "realistic" and _vgg19_here()}
-    calibrate_trials = calibrate and not ds.hr_only and style != "realistic"  # trials score fidelity on paired files
+    calibrate_trials = calibrate and trials and not ds.hr_only and style != "realistic"  # trials score fidelity on paired files
     arch_reason = None
     if arch is None and time_budget and calibrate and hw.backend == "cuda" and pick_arch(hw, ds.scale)[0].variant == "s":
         # nano or s for this budget: s's speed on this GPU and data decides (half of the probe's time)
@@ -120,7 +120,7 @@ def run_init(
         plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
                          timing=Timing(time_budget, None, "not measured yet"), arch_reason=arch_reason, memory=memory, **planning)
     # Batch and LR by trials on the user's pairs (≤ 4% of the budget; 3% after the arch probe's 1%)
-    tuned, trials, trial_note = _tune(plan, hw, trial_train, trial_val, time_budget, calibrate_trials, memory,
+    tuned, trial_rows, trial_note = _tune(plan, hw, trial_train, trial_val, time_budget, calibrate_trials, memory,
                                       share=0.03 if arch_reason else 0.04)
     if tuned is not None:
         plan = make_plan(hw, ds, arch=arch, val=val, overrides=overrides, flavor=flavor, name=name,
@@ -137,7 +137,10 @@ def run_init(
             mine = free.values.get(key)
             if decision.source == "set" and mine is not None and mine.value != decision.value:
                 plan.values[key] = Decision(decision.value, f"yours; autosr would choose {mine.value!r}: {mine.reason}", "set")
-    plan.trials = trials
+    plan.trials = trial_rows
+    if calibrate and not trials:
+        trial_note = ("off by default: batch × LR trials have not been measured helping on a GPU yet (docs/budget.md); "
+                      "--trials runs them (≤ 4% of a --time budget of 25 minutes or more)")
     if trial_note:
         plan.notes.append(f"trials: {trial_note}")
     if timing.source:
@@ -354,6 +357,9 @@ def _print_explain(plan: Plan) -> None:
     for key, decision in plan.values.items():
         reason = decision.reason if decision.reason.startswith("yours;") else "set by you" if decision.source == "set" else decision.reason
         table.add_row(key, str(decision.value), reason)
+    for note in plan.notes:
+        if note.startswith("trials: "):
+            table.add_row("calibration.trials", "run" if plan.trials else "not run", note.removeprefix("trials: "))
     for trial in plan.trials:
         gain = trial["gain_db"]
         table.add_row("calibration.trial", "failed" if gain is None else f"{gain:+.3f} dB", trial["text"])

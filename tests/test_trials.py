@@ -119,13 +119,13 @@ def test_init_runs_the_trials_on_a_gpu_budget_and_journals_them(pairs, tmp_path,
     config = tmp_path / "auto.yml"
     plan = run_init(gt=root / "hr", lq=root / "lr", arch="paragonsr2_nano", val_gt=None, val_lq=None, output=config,
                     name="t", scale=None, overrides=["datasets.train.lq_size=24"], flavor="fork", force=True,
-                    print_only=False, explain=True, sample=64, time_budget=3600.0, calibrate=True)
+                    print_only=False, explain=True, sample=64, time_budget=3600.0, calibrate=True, trials=True)
     assert len(plan.trials) == 5 and {t["label"] for t in plan.trials} == {"default", "lr ×0.5", "lr ×2", "batch ×0.5", "batch ×2"}
     batch, lr = plan.values["datasets.train.batch_size_per_gpu"], plan.values["train.optim_g.lr"]
     assert "trial" in batch.reason and batch.reason == lr.reason
     assert (batch.value, lr.value) in {(t["batch"], t["lr"]) for t in plan.trials}
     err = capsys.readouterr().err
-    assert err.count("calibration.trial") == 5 and "trials: 5 trials of" in err
+    assert err.count("calibration.trial ") == 5 and "trials: 5 trials of" in err  # and one calibration.trials row
     saved = read_plan(plan_path_for(config))
     assert len(saved["calibration"]["trials"]) == 5
     import yaml
@@ -134,10 +134,23 @@ def test_init_runs_the_trials_on_a_gpu_budget_and_journals_them(pairs, tmp_path,
     assert len(records) == 5 and all("over bicubic" in text or "failed" in text for _, _, text in records)
 
 
+def test_trials_are_off_unless_asked_for_and_explain_says_why(pairs, tmp_path, monkeypatch, capsys):
+    """Not yet measured helping on a GPU: off by default (issue 24), the reason in the notes and --explain."""
+    root, _ = pairs
+    monkeypatch.setattr("autosr.init_cmd.probe", lambda _path: fake_profile((("NVIDIA H200", 80.0, "9.0"),)))
+    monkeypatch.setattr("autosr.plan.calibrate.measure_speed", lambda *a, **k: SpeedProbe(30.0, 10, 1.0, None, "fake speed probe"))
+    plan = run_init(gt=root / "hr", lq=root / "lr", arch="paragonsr2_nano", val_gt=None, val_lq=None, output=tmp_path / "a.yml",
+                    name="t", scale=None, overrides=["datasets.train.lq_size=24"], flavor="fork", force=True,
+                    print_only=False, explain=True, sample=64, time_budget=3600.0, calibrate=True)
+    assert plan.trials == [] and any("off by default" in n and "--trials" in n for n in plan.notes)
+    assert "calibration.trials" in capsys.readouterr().err
+
+
 def test_no_trials_over_a_set_batch_or_on_a_cpu(pairs, tmp_path, monkeypatch):
     root, _ = pairs
     common = dict(gt=root / "hr", lq=root / "lr", arch="paragonsr2_nano", val_gt=None, val_lq=None, name="t", scale=None,
-                  flavor="fork", force=True, print_only=False, explain=False, sample=64, time_budget=3600.0, calibrate=True)
+                  flavor="fork", force=True, print_only=False, explain=False, sample=64, time_budget=3600.0, calibrate=True,
+                  trials=True)
     monkeypatch.setattr("autosr.plan.calibrate.measure_speed", lambda *a, **k: SpeedProbe(30.0, 10, 1.0, None, "fake speed probe"))
     plan = run_init(output=tmp_path / "cpu.yml", overrides=["datasets.train.lq_size=24"], **common)
     assert plan.trials == [] and any("trials: no CUDA GPU" in n for n in plan.notes)
