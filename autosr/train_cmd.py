@@ -141,6 +141,8 @@ def _train(
         for note in trainer.notes:
             if note.value == "not used":
                 err.print(f"[dim]note: {escape(note.key)} is not used: {escape(note.reason)}[/dim]")
+            elif note.value == "skipped":
+                err.print(f"[yellow]note:[/yellow] {escape(note.reason)}")
     if dist.is_main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)

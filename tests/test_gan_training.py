@@ -165,3 +165,25 @@ def test_knobs_reach_the_d_side_and_are_journaled(tmp_path: Path) -> None:
     keys = [(r["key"], r["new"]) for r in journal.records]
     assert ("d_lr_scale", 0.25) in keys and ("d_every", 2) in keys
     assert trainer.state()["gan_knobs"] == {"d_lr_scale": 0.25, "d_every": 2, "adv_scale": 1.0}
+
+
+def test_a_metric_without_its_weights_is_skipped_and_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """val.metrics lpips with no AlexNet/LPIPS weights on the machine: training goes on with PSNR, and the
+    terminal, the journal (and so the report) say which file is missing and where it belongs."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    tree = yaml.safe_load(gan_config(tmp_path, iters=2).read_text())
+    del tree["network_d"], tree["train"]["optim_d"]
+    tree["train"]["losses"] = [{"type": "l1loss", "loss_weight": 1.0}]
+    tree["val"]["val_freq"] = 2
+    tree["val"]["metrics"]["lpips"] = {"type": "calculate_lpips"}
+    config = tmp_path / "lpips.yml"
+    config.write_text(yaml.safe_dump(tree))
+    assert train_from_file(config, out_dir=tmp_path / "runs", resume=None, overrides=[], dry_run=False, quiet=True) == 0
+    err = capsys.readouterr().err
+    assert err.count("val.metrics.lpips (calculate_lpips) skipped") == 1 and "alexnet-owt-7be5be79.pth" in err
+    events = [json.loads(line) for line in (tmp_path / "runs" / "gan" / "events.jsonl").read_text().splitlines()]
+    skipped = [e for e in events if e["key"] == "val.metrics.lpips"]
+    assert len(skipped) == 1 and skipped[0]["new"] == "skipped" and "alexnet-owt-7be5be79.pth" in skipped[0]["reason"]
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "gan" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("kind") == "val" and "psnr" in r and "lpips" not in r for r in rows)

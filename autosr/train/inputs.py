@@ -59,6 +59,8 @@ def build_data(s: Settings, device: torch.device, dist: DistInfo, seed: int, aut
         validator = Validator(images, metrics, scale=s.scale, tile=s.val.tile_size, device=device,
                               autocast=autocast, channels_last=s.runtime.channels_last,
                               save_dir=save_dir if s.val.save_img else None)
+        # a metric whose weights are not here (LPIPS, DISTS): training goes on without it, said once
+        notes += [Note(f"val.metrics.{name}", "skipped", reason) for name, reason in validator.dropped.items()]
     elif not s.val.enabled:
         notes.append(Note("val", "off", s.val.off_reason))
     return DataParts(source, validator, notes)
