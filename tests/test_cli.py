@@ -47,7 +47,7 @@ def test_presets_lists_real_parameter_counts():
     result = runner.invoke(app, ["presets"])
     assert result.exit_code == 0 and "10,072" in result.output and "14,481,556" in result.output
     # realtime…pro with the published counts (frozen base values included) and their estimated memory
-    assert "16,780" in result.output and "1,993,420" in result.output and "(est.)" in result.output
+    assert "16,780" in result.output and "1,993,420" in result.output and "(est.)" not in result.output  # every preset measured on an H200
 
 
 def test_error_messages_with_brackets_are_printed_as_they_are(tmp_path):
