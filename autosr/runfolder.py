@@ -31,6 +31,9 @@ from typing import Any
 from autosr.errors import AutosrRuntimeError
 from autosr.fsutil import write_text_atomic
 
+# A run whose result is its final model (GAN) keeps its PSNR-best model under this name in models/.
+PSNR_BEST_MODEL = "net_g_psnr_best.safetensors"
+
 
 @dataclass(frozen=True)
 class RunFolder:

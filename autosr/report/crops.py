@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autosr.runfolder import PSNR_BEST_MODEL
+
 MAX_IMAGES = 8
 CROP_HR = 128  # HR px of each panel
 MARGIN = 48  # LR px of context around a region, cut off after upscaling
@@ -43,6 +45,8 @@ class CropRow:
     psnr_bicubic: float
     psnr_model: float
     panels: list[bytes]  # PNG: LR (nearest), bicubic, autosr, HR
+    # a realistic run: the PSNR-best model (the fidelity phase's) on the same crop — (label, PSNR, PNG)
+    beside: list[tuple[str, float, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -147,6 +151,34 @@ def _build(folder: Path, config: dict[str, Any], out: Crops, max_images: int) ->
         rows.append(("where autosr loses most to bicubic" if worst[0] < 0 else "where autosr gains least over bicubic", worst))
     for label, c in rows:
         out.rows.append(_row(label, c, scale))
+    _beside_psnr_best(folder, [c for _, c in rows], out, scale)
+
+
+def _beside_psnr_best(folder: Path, chosen: list[Any], out: Crops, scale: int) -> None:
+    """A realistic run's result is its final model; its PSNR-best one (the fidelity phase's, as a rule)
+    is shown beside it on the same crops, run on the same LR piece."""
+    path = folder / "models" / PSNR_BEST_MODEL
+    if not path.is_file():
+        return
+    import torch
+
+    from autosr.train.metrics import calculate_psnr
+    from autosr.use.model_file import load_model
+    from autosr.use.upscale import CPU_TILE, upscale_tensor
+
+    try:
+        model, _ = load_model(path)
+    except Exception as exc:  # noqa: BLE001 - pictures are optional
+        out.missing.append(f"{PSNR_BEST_MODEL} unreadable: {_first_line(exc)}")
+        return
+    model.eval()
+    size = CROP_HR // scale * scale
+    with torch.inference_mode():
+        for row, c in zip(out.rows, chosen, strict=True):
+            _, _, _, _, x, y, lq, gt, _, _ = c
+            sr = upscale_tensor(model, lq.to(next(model.parameters()).device), scale, tile=CPU_TILE).float().clamp(0, 1).cpu()
+            cut = (slice(None), slice(None), slice(y, y + size), slice(x, x + size))
+            row.beside.append(("PSNR-best model", calculate_psnr(sr[cut], gt[cut]), _png(sr[cut])))
 
 
 def _overlap(a: Any, b: Any) -> bool:
@@ -277,8 +309,13 @@ def crops_html(crops: Crops) -> str:
         cap = (f'<td colspan=4 class="cap"><b>{esc(r.label)}</b>: {esc(r.image)} at x={r.x}, y={r.y} '
                f"({r.size}×{r.size} HR px) · bicubic {_db(r.psnr_bicubic)} dB · "
                f'<span class="{cls}">autosr {_db(r.psnr_model)} dB</span></td>')
+        titles = ["LR (nearest)", "bicubic", "autosr", "HR"]
+        panels = list(r.panels)
+        for title, psnr, png in r.beside:  # a realistic run: its PSNR-best model beside the result
+            titles.insert(3, f"{title} ({_db(psnr)} dB)")
+            panels.insert(3, png)
         cells = "".join(f'<td><img alt="{esc(t)}" src="data:image/png;base64,{base64.b64encode(p).decode("ascii")}">{esc(t)}</td>'
-                        for t, p in zip(("LR (nearest)", "bicubic", "autosr", "HR"), r.panels, strict=True))
+                        for t, p in zip(titles, panels, strict=True))
         rows.append(f"<tr>{cap}</tr><tr>{cells}</tr>")
     extra = "".join(f"<li>{esc(m)}</li>" for m in crops.missing)
     missing = f'<ul class="problem">{extra}</ul>' if extra else ""

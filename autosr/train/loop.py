@@ -9,6 +9,7 @@ what automations ask for through `Controls`) are applied here, in one place, and
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from autosr.durations import format_duration
 from autosr.errors import AutosrError, AutosrRuntimeError
 from autosr.hardware import TIER_SETTINGS, tier_for_vram
 from autosr.journal import Journal
-from autosr.runfolder import JsonlWriter, RunFolder, rewrite_jsonl, up_to
+from autosr.runfolder import PSNR_BEST_MODEL, JsonlWriter, RunFolder, rewrite_jsonl, up_to
 from autosr.train import checkpoint as ckpt
 from autosr.train import distributed
 from autosr.train.budget import TimeBudget
@@ -681,10 +682,13 @@ class Trainer:
         net_g, net_g_ema = self.objective.weights()
         store.save(self.iteration, self.state(), net_g=net_g, net_g_ema=net_g_ema, metadata=meta)
         if final and self.objective.final_is_result:
+            if store.best_model_path.is_file():  # kept: the report shows it beside the result
+                shutil.copyfile(store.best_model_path, store.best_model_path.with_name(PSNR_BEST_MODEL))
             store.mark_best(self.iteration, metrics=best_metrics, weights=self.eval_model.state_dict(), metadata=meta)
             self._event("trainer", "best_model", None, self.iteration,
                         f"a {self.objective.name} run: its result is the final model (the PSNR-best one would be from before "
-                        "the adversarial terms had their effect); net_g_best is the final EMA model")
+                        f"the adversarial terms had their effect); net_g_best is the final EMA model, the PSNR-best one is "
+                        f"kept as {PSNR_BEST_MODEL}")
 
     def _training_summary(self) -> dict[str, Any]:
         """The run's hyperparameters, stored in every model file it writes."""
