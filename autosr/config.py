@@ -440,7 +440,8 @@ def _registry_names(tree: dict[str, Any]) -> dict[str, Any]:
 def on_the_fly(tree: dict[str, Any]) -> bool:
     """The training LR is made on the fly from HR crops: a realesrgandataset, `high_order_degradation:
     true`, or a training set without dataroot_lq."""
-    train = (tree.get("datasets") or {}).get("train")
+    datasets = tree.get("datasets")
+    train = datasets.get("train") if isinstance(datasets, dict) else None
     if not isinstance(train, dict):
         return False
     return (str(train.get("type", "")).lower() == "realesrgandataset" or tree.get("high_order_degradation") is True
