@@ -18,7 +18,7 @@ from autosr.train.setup import DistInfo
 from autosr.train.validate import ValResult
 from autosr.train_cmd import build_trainer
 
-STEP_S = 0.05  # fake seconds per training step
+STEP_S = 0.2  # fake seconds per training step: 500 real steps fill the 100 s budget
 
 
 class FakeClock:
@@ -35,7 +35,9 @@ def budget_trainer(tmp_path, pair_set, monkeypatch, *, budget_s: float, val_s: f
     validation PSNR rises by `psnr_per_val` each time (0: flat)."""
     clock = FakeClock()
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=clock))
-    config = make_config(tmp_path, pair_set, 4000, [f"val.val_freq={val_freq}", "logger.print_freq=50", *extra],
+    # The smallest real step (batch 2, lq 16): the time is the fake clock's, the steps only have to run.
+    small = ["datasets.train.batch_size_per_gpu=2", "datasets.train.lq_size=16"]
+    config = make_config(tmp_path, pair_set, 4000, [f"val.val_freq={val_freq}", "logger.print_freq=50", *small, *extra],
                          val=pair_set)
     journal = Journal(tmp_path / "events.jsonl")
     trainer = build_trainer(load_config(config), tmp_path / "run", DistInfo(), journal, quiet=True,
