@@ -177,6 +177,11 @@ def run_init(
     return plan
 
 
+def _network(plan: Plan) -> dict[str, Any]:
+    """network_g as planned (use_checkpointing included): what the probes build."""
+    return {key.removeprefix("network_g."): d.value for key, d in plan.values.items() if key.startswith("network_g.")}
+
+
 def _probe_memory(plan: Plan, run: bool) -> MemoryProbe | None:
     """Peak memory of real steps of this plan at its batch and half of it (a few seconds on a GPU)."""
     if not run or "datasets.train.batch_size_per_gpu" in plan.fixed:
@@ -185,7 +190,7 @@ def _probe_memory(plan: Plan, run: bool) -> MemoryProbe | None:
 
     get = plan.get
     precision = "bf16" if get("amp_bf16") else ("fp16" if get("use_amp") else "fp32")
-    return measure_memory({"type": get("network_g.type"), "scale": get("scale")},
+    return measure_memory(_network(plan),
                           batch=int(get("datasets.train.batch_size_per_gpu")), lq_size=int(get("datasets.train.lq_size")),
                           scale=int(get("scale")), precision=precision, channels_last=bool(get("use_channels_last")),
                           losses=list(get("train.losses")))
@@ -215,7 +220,7 @@ def _tune(plan: Plan, hw: HardwareProfile, train_pairs: Sequence[Pair], val_pair
     err.print(f"[dim]calibrating on your data: {why}…[/dim]")
     precision = "bf16" if plan.get("amp_bf16") else ("fp16" if plan.get("use_amp") else "fp32")
     results = run_trials(
-        network={"type": plan.get("network_g.type"), "scale": scale}, losses=list(plan.get("train.losses")),
+        network=_network(plan), losses=list(plan.get("train.losses")),
         optim={"betas": plan.get("train.optim_g.betas"), "weight_decay": plan.get("train.optim_g.weight_decay")},
         train_pairs=train_pairs, val_pairs=val_pairs, scale=scale, lq_size=lq, precision=precision,
         channels_last=bool(plan.get("use_channels_last")), warmup=int(plan.get("train.warmup_iter")), cands=cands,
@@ -310,7 +315,7 @@ def _measure(plan: Plan, hw: HardwareProfile, time_budget: float | None, calibra
     seconds = min(20.0 if hw.backend == "cuda" else 2.0, share * time_budget) if time_budget else (10.0 if hw.backend == "cuda" else 1.0)
     precision = "bf16" if get("amp_bf16") else ("fp16" if get("use_amp") else "fp32")
     probe_ = measure_speed(
-        {"type": get("network_g.type"), "scale": get("scale")}, batch=int(get("datasets.train.batch_size_per_gpu")),
+        _network(plan), batch=int(get("datasets.train.batch_size_per_gpu")),
         lq_size=int(get("datasets.train.lq_size")), scale=int(get("scale")), precision=precision,
         channels_last=bool(get("use_channels_last")), losses=list(get("train.losses")), seconds=seconds,
     )

@@ -76,7 +76,7 @@ def main() -> None:
             text = re.sub(r"per_sample_mib: [0-9.]+", f"per_sample_mib: {r['per_sample_mib']}", text)
             text = re.sub(r"fixed_mib: [0-9.]+", f"fixed_mib: {r['fixed_mib']}", text)
             where = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, benchmarks/preset_memory.py"
-            text = re.sub(r"source: \w+.*", f"source: measured  # {where}", text)
+            text = re.sub(r"source: \w+.*", f"source: measured  # {where}", text, count=1)  # memory's, not checkpointing's
             path.write_text(text, encoding="utf-8")
 
 

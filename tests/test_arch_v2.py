@@ -317,3 +317,26 @@ def test_torch_compile_forward_matches_eager():
     x = torch.rand(1, 3, 12, 20)
     with torch.no_grad():
         assert torch.allclose(compiled(x), model(x), atol=1e-5)
+
+
+def test_checkpointing_keeps_less_for_the_backward_pass_and_the_presets_say_how_much():
+    """The share the planner reads (presets/*.yml `checkpointing:`) is what checkpointing does: measured here
+    on the smallest variant with benchmarks/checkpointing_cost.py's own measurement."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "checkpointing_cost.py"
+    spec = importlib.util.spec_from_file_location("checkpointing_cost", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    per_sample = {}
+    for on in (False, True):
+        net = build_network({"type": "paragonsr2_realtime", "scale": 2, "use_checkpointing": on}).train()
+        per_sample[on] = bench.peak_mib(net, 2, 32, cpu) - bench.peak_mib(net, 1, 32, cpu)
+    share = per_sample[True] / per_sample[False]
+    assert 0.2 < share < 0.8, per_sample
+    for variant in V2_VARIANTS:
+        ckpt = load_preset(f"paragonsr2_{variant}").checkpointing
+        assert ckpt is not None and 0 < ckpt.memory_share < 1 and ckpt.step_time >= 1

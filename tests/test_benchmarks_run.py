@@ -4,6 +4,7 @@ once printed nothing for 300 s). Subprocesses, as they are run on the device."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,15 @@ def test_quality_at_time_together() -> None:
 def test_degradation_cost_small() -> None:
     done = run("benchmarks/degradation_cost.py", "--small", "--device", "cpu")
     assert done.returncode == 0, done.stderr[-1500:]
+
+
+def test_checkpointing_cost_small(tmp_path: Path) -> None:
+    done = run("benchmarks/checkpointing_cost.py", "--variants", "realtime", "--lq", "32", "--rounds", "2",
+               "--json", str(tmp_path / "c.json"))
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "realtime:" in done.stdout and "slowdown" in done.stdout
+    result = json.loads((tmp_path / "c.json").read_text())["results"]["realtime"]
+    assert 0 < result["share"] < 1
 
 
 def test_preset_memory_says_it_needs_a_gpu() -> None:

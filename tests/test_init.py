@@ -334,3 +334,27 @@ def test_plan_knows_the_gpu_count(profile):
     xl2 = make_plan(two, profile, arch="paragonsr2_xl", val=val_for(profile))
     xl1 = make_plan(one, profile, arch="paragonsr2_xl", val=val_for(profile))
     assert xl2.get("train.optim_g.lr") >= xl1.get("train.optim_g.lr") and "GPUs" in xl2.values["train.optim_g.lr"].reason
+
+
+def test_checkpointing_is_planned_only_where_not_one_sample_fits_without_it(profile):
+    from dataclasses import replace
+
+    large = replace(profile, smallest_side=512)  # pro keeps its 256 px patch: ~11 GiB per sample without checkpointing
+    small_card = make_plan(fake_profile(GPU_8GB), large, arch="paragonsr2_pro", val=val_for(profile))
+    assert small_card.get("datasets.train.lq_size") == 256
+    on = small_card.values["network_g.use_checkpointing"]
+    assert on.value is True and "not one sample" in on.reason and "step time" in on.reason
+    batch = small_card.values["datasets.train.batch_size_per_gpu"]
+    assert batch.value > 1 and "with use_checkpointing" in batch.reason  # the batch counts the smaller activations
+    assert yaml.safe_load(render(small_card, command="t"))["network_g"]["use_checkpointing"] is True
+    # a card where samples fit: accumulation, not the recompute
+    big_card = make_plan(fake_profile(GPU_80GB), large, arch="paragonsr2_pro", val=val_for(profile))
+    off = big_card.values["network_g.use_checkpointing"]
+    assert off.value is False and "fit without it" in off.reason
+    # the user's value stands; a network without the key (nano…xl) gets none
+    mine = make_plan(fake_profile(GPU_80GB), large, arch="paragonsr2_pro", val=val_for(profile),
+                     overrides=["network_g.use_checkpointing=true"])
+    assert mine.values["network_g.use_checkpointing"].value is True
+    assert "with use_checkpointing" in mine.values["datasets.train.batch_size_per_gpu"].reason
+    nano = make_plan(fake_profile(GPU_8GB), large, arch="paragonsr2_nano", val=val_for(profile))
+    assert "network_g.use_checkpointing" not in nano.values

@@ -169,12 +169,34 @@ def _patch(ds: DatasetProfile, preset: Preset) -> Decision:
     return Decision(fitted, f"preset wants {preset.lq_size} px, smallest sampled LR side is {ds.smallest_side} px")
 
 
-def memory_batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int, memory: MemoryProbe | None) -> Decision:
-    """The batch that fits the tier's share of the card: from init's memory probe when it measured one,
-    else estimated from the preset's memory table. Reason: '<budget>; <division> → <outcome>'."""
+def use_checkpointing(hw: HardwareProfile, preset: Preset, lq: int, scale: int) -> Decision | None:
+    """`network_g.use_checkpointing` for a network that takes it (realtime…pro), None for one that does not.
+    On only where not one sample of the planned patch fits without it: where one does, gradient
+    accumulation reaches the reference batch without recomputing every block in the backward pass."""
+    ckpt = preset.checkpointing
+    if ckpt is None:
+        return None
+    usable = batch_budget(hw).value - preset.fixed_mib
+    plain, saved = preset.sample_mib(lq, scale), preset.sample_mib(lq, scale, checkpointed=True)
+    cost = f"×{ckpt.step_time:.2f} step time for {ckpt.memory_share:.1%} of the memory per sample ({ckpt.source})"
+    if usable >= plain:
+        return Decision(False, f"{int(usable // plain)} sample(s) of lq {lq} ×{scale} fit without it "
+                               f"({plain:,.0f} MiB each); it would cost {cost}")
+    if usable >= saved:
+        return Decision(True, f"not one sample of lq {lq} ×{scale} fits without it ({plain:,.0f} MiB each, "
+                              f"{max(0, usable):,.0f} MiB usable); with it {saved:,.0f} MiB each: {cost}")
+    return Decision(True, f"not one sample of lq {lq} ×{scale} fits even with it ({saved:,.0f} MiB each, "
+                          f"{max(0, usable):,.0f} MiB usable): expect out-of-memory; choose a smaller preset or patch")
+
+
+def memory_batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int, memory: MemoryProbe | None,
+                 checkpointed: bool = False) -> Decision:
+    """The batch that fits the tier's share of the card: from init's memory probe when it measured one
+    (it runs the planned network, use_checkpointing included), else estimated from the preset's memory
+    table. Reason: '<budget>; <division> → <outcome>'."""
     fits = memory.batch_for(batch_budget(hw).value) if memory is not None else None
     if memory is None or fits is None or memory.fixed_mib is None or memory.per_sample_mib is None:
-        estimate = estimate_batch(hw, preset, lq_size=lq, scale=scale)
+        estimate = estimate_batch(hw, preset, lq_size=lq, scale=scale, checkpointed=checkpointed)
         if memory is not None:  # the probe ran and fell back: say why
             return Decision(estimate.value, f"{estimate.reason} (memory probe: {memory.note.replace('; ', ', ')})")
         return estimate
@@ -187,8 +209,9 @@ def memory_batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int, memor
                            f"at lq {lq} ×{scale} → {outcome}")
 
 
-def _batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int, memory: MemoryProbe | None = None) -> Decision:
-    estimate = memory_batch(hw, preset, lq, scale, memory)
+def _batch(hw: HardwareProfile, preset: Preset, lq: int, scale: int, memory: MemoryProbe | None = None,
+           checkpointed: bool = False) -> Decision:
+    estimate = memory_batch(hw, preset, lq, scale, memory, checkpointed)
     if preset.variant in MEASURED and hw.backend == "cuda":
         batch = min(int(estimate.value), SHORT_BATCH)
         if batch < SHORT_BATCH:
@@ -383,7 +406,9 @@ def make_plan(
                else "the paired files only (some files have no partner)")
         put(t + "meta_info", val.train_meta_info, why)
     plan.values[t + "lq_size"] = plan.values.pop(t + "lq_size")  # keep the YAML order: patch after paths
-    per_gpu = _batch(hw, preset, lq, scale, memory) if tuned is None else Decision(tuned.batch, tuned.reason)
+    checkpointing = use_checkpointing(hw, preset, lq, scale)
+    checkpointed = checkpointing is not None and bool(decide("network_g.use_checkpointing", checkpointing))
+    per_gpu = _batch(hw, preset, lq, scale, memory, checkpointed) if tuned is None else Decision(tuned.batch, tuned.reason)
     if gpus > 1:
         per_gpu = Decision(per_gpu.value, f"{per_gpu.reason}; × {gpus} GPUs = {per_gpu.value * gpus} samples per step")
     batch = decide(t + "batch_size_per_gpu", per_gpu)

@@ -22,6 +22,15 @@ _REQUIRED = (
 
 
 @dataclass(frozen=True)
+class Checkpointing:
+    """What `use_checkpointing: true` does to a training step (benchmarks/checkpointing_cost.py)."""
+
+    memory_share: float  # memory per sample with it ÷ without
+    step_time: float  # step time with it ÷ without
+    source: str
+
+
+@dataclass(frozen=True)
 class Preset:
     variant: str
     arch: str
@@ -37,22 +46,24 @@ class Preset:
     per_sample_mib: float  # training memory per sample at lq 64, scale 2
     fixed_mib: float
     memory_source: str
+    checkpointing: Checkpointing | None = None  # the network takes use_checkpointing (realtime…pro)
 
     @property
     def lr(self) -> float:
         return float(self.optimizer["lr"])
 
-    def sample_mib(self, lq_size: int, scale: int) -> float:
+    def sample_mib(self, lq_size: int, scale: int, checkpointed: bool = False) -> float:
         """Memory per training sample: activations grow with the LR patch area; the HR-side
         tensors (output, target, loss maps) are a smaller share that grows with scale²."""
         area = (lq_size / 64) ** 2
         hr_share = 0.15 * ((scale / 2) ** 2 - 1)  # ~15% of the x2 figure is HR-sized
-        return self.per_sample_mib * area * max(0.5, 1.0 + hr_share)
+        share = self.checkpointing.memory_share if checkpointed and self.checkpointing else 1.0
+        return self.per_sample_mib * share * area * max(0.5, 1.0 + hr_share)
 
-    def batch_for(self, budget_mib: float, lq_size: int, scale: int) -> int:
+    def batch_for(self, budget_mib: float, lq_size: int, scale: int, checkpointed: bool = False) -> int:
         """Largest batch whose estimated training memory fits `budget_mib` (at least 1)."""
         usable = budget_mib - self.fixed_mib
-        return max(1, int(usable // self.sample_mib(lq_size, scale)))
+        return max(1, int(usable // self.sample_mib(lq_size, scale, checkpointed)))
 
 
 def variant_of(arch: str) -> str:
@@ -92,7 +103,18 @@ def load_preset(arch: str) -> Preset:
         per_sample_mib=float(mem["per_sample_mib"]),
         fixed_mib=float(mem["fixed_mib"]),
         memory_source=str(mem.get("source", "estimate")),
+        checkpointing=_checkpointing(path, raw.get("checkpointing")),
     )
+
+
+def _checkpointing(path: Any, raw: Any) -> Checkpointing | None:
+    if raw is None:
+        return None
+    try:
+        return Checkpointing(float(raw["memory_share"]), float(raw["step_time"]), str(raw.get("source", "estimate")))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise AutosrError(f"{path}: checkpointing needs numbers memory_share and step_time ({exc})",
+                          "restore it from the autosr repo") from None
 
 
 def all_presets() -> list[Preset]:

@@ -134,20 +134,26 @@ def batch_budget(profile: HardwareProfile) -> Decision:
     return Decision(int(budget), f"{basis} = {_mib_text(budget)}")
 
 
-def estimate_batch(profile: HardwareProfile, preset: Preset, lq_size: int | None = None, scale: int = 2) -> Decision:
+def estimate_batch(profile: HardwareProfile, preset: Preset, lq_size: int | None = None, scale: int = 2,
+                   checkpointed: bool = False) -> Decision:
     """Per-GPU batch that fits the memory budget: (budget − fixed) ÷ memory per sample, in [1, 1024].
-    The reason is '<budget>; <division>' so that a table can show the shared budget once."""
+    The reason is '<budget>; <division>' so that a table can show the shared budget once.
+    `checkpointed`: with use_checkpointing (the preset's measured share of the memory per sample)."""
     lq = lq_size or preset.lq_size
     budget = batch_budget(profile)
-    per_sample = preset.sample_mib(lq, scale)
-    fits = preset.batch_for(budget.value, lq, scale)
+    per_sample = preset.sample_mib(lq, scale, checkpointed)
+    fits = preset.batch_for(budget.value, lq, scale, checkpointed)
     value = min(fits, MAX_BATCH)
     per_text = f"{per_sample:.1f}" if per_sample < 10 else f"{per_sample:.0f}"
     division = (
         f"({_mib_text(budget.value)} − {preset.fixed_mib:.0f} MiB fixed) ÷ {per_text} MiB/sample at lq {lq} ×{scale}"
+        + (" with use_checkpointing" if checkpointed else "")
     )
     if budget.value - preset.fixed_mib < per_sample:
-        outcome = "less than one sample fits: 1 (expect out-of-memory; choose a smaller preset or patch)"
+        ckpt = preset.checkpointing
+        rescue = (f"; use_checkpointing fits {preset.batch_for(budget.value, lq, scale, True)}"
+                  if ckpt and not checkpointed and budget.value - preset.fixed_mib >= preset.sample_mib(lq, scale, True) else "")
+        outcome = f"less than one sample fits: 1 (expect out-of-memory; choose a smaller preset or patch){rescue}"
     elif fits > MAX_BATCH:
         outcome = f"{fits}, capped at {MAX_BATCH}"
     else:
