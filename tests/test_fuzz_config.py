@@ -104,3 +104,39 @@ def test_mutated_set_strings_give_autosr_errors_only(planned: dict[str, Any], da
 def test_the_unmutated_config_loads(planned: dict[str, Any]) -> None:
     assert validate(copy.deepcopy(planned), "fuzz.yml", need_training=False).name == "t"
     assert not math.isnan(float(planned["train"]["optim_g"]["lr"]))
+
+
+@pytest.fixture(scope="module")
+def planned_realistic(tmp_path_factory: pytest.TempPathFactory, pair_set: tuple[Path, Path]) -> dict[str, Any]:
+    """What `init --gt photos/ --style realistic` writes: HR alone (Real-ESRGAN-style keys), network_d, GAN losses."""
+    hr, _ = pair_set
+    out = tmp_path_factory.mktemp("fuzz_real") / "cfg.yml"
+    run_init(gt=hr, lq=None, arch="paragonsr2_nano", val_gt=None, val_lq=None, output=out, name="t", scale=2,
+             overrides=["train.total_iter=100", "val.val_freq=50"], flavor="fork", force=True, print_only=False,
+             explain=False, sample=64, style="realistic")
+    return yaml.safe_load(out.read_text(encoding="utf-8"))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), how=MUTATIONS, value=BAD_VALUES)
+def test_mutated_realistic_hr_only_configs_give_autosr_errors_only(planned_realistic: dict[str, Any], data: Any,
+                                                                   how: str, value: Any) -> None:
+    """Past the schema: the run's settings (GAN, per-loss schedules) and the degradation built from them."""
+    from autosr.train.degradations import Degrader
+    from autosr.train.settings import build_settings
+
+    where = data.draw(st.sampled_from(paths(planned_realistic)))
+    tree = mutate(planned_realistic, where, how, value)
+    try:
+        s = build_settings(validate(tree, "fuzz.yml"))  # as `autosr train` loads it
+        if s.data.degradation is not None:
+            Degrader.from_options(s.data.degradation, s.data.degradation_opts, s.scale, seed=0)
+    except AutosrError as exc:
+        assert str(exc).strip() and "\n" not in str(exc).strip(), str(exc)
+
+
+def test_the_unmutated_realistic_config_builds(planned_realistic: dict[str, Any]) -> None:
+    from autosr.train.settings import build_settings
+
+    s = build_settings(validate(copy.deepcopy(planned_realistic), "fuzz.yml"))
+    assert s.gan is not None and s.data.degradation == "realesrgan"
