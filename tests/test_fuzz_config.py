@@ -140,3 +140,26 @@ def test_the_unmutated_realistic_config_builds(planned_realistic: dict[str, Any]
 
     s = build_settings(validate(copy.deepcopy(planned_realistic), "fuzz.yml"))
     assert s.gan is not None and s.data.degradation == "realesrgan"
+
+
+@pytest.fixture(scope="module")
+def minimal_partial() -> dict[str, Any]:
+    """The fork's zero-config file (a partial config: data, arch, losses, automations and nothing else)."""
+    fork = Path(__file__).parent / "data" / "fork_configs" / "previous" / "2xParagonSR2_Nano_Minimal_0_Config.yml"
+    return yaml.safe_load(fork.read_text(encoding="utf-8"))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), how=MUTATIONS, value=BAD_VALUES)
+def test_mutated_partial_configs_give_autosr_errors_only(minimal_partial: dict[str, Any], data: Any, how: str,
+                                                         value: Any) -> None:
+    """What `autosr train partial.yml` reads before it plans: is it partial, and what init is asked for."""
+    from autosr.plan.complete import completion_inputs, partial_reasons
+
+    where = data.draw(st.sampled_from(paths(minimal_partial)))
+    tree = mutate(minimal_partial, where, how, value)
+    try:
+        if partial_reasons(tree):
+            completion_inputs(tree, "fuzz.yml")
+    except AutosrError as exc:
+        assert str(exc).strip() and "\n" not in str(exc).strip(), str(exc)

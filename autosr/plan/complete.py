@@ -70,7 +70,8 @@ def partial_reasons(tree: Any) -> list[str]:
         return []
     auto = [k for k, v in _leaves(tree) if v == AUTO and k not in AUTO_IS_A_VALUE]
     missing = list(_missing_required(tree, ROOT))
-    if not isinstance((tree.get("datasets") or {}).get("train"), dict) or not isinstance(tree.get("network_g"), dict):
+    datasets = tree.get("datasets")
+    if not isinstance(datasets, dict) or not isinstance(datasets.get("train"), dict) or not isinstance(tree.get("network_g"), dict):
         return []  # not even the data and the network: nothing to plan from (the strict loader says what is missing)
     return [f"{k}: auto" for k in auto] + [f"{k} missing" for k in missing]
 
@@ -102,5 +103,5 @@ def completion_inputs(tree: dict[str, Any], source: Path | str) -> CompletionInp
         if value == AUTO and key not in AUTO_IS_A_VALUE:
             inputs.planned.append(key)
         elif key not in INPUT_KEYS and not key.startswith("datasets.val") and value != {}:
-            inputs.overrides.append(f"{key}={json.dumps(value)}")  # JSON is YAML: --set reads it back typed
+            inputs.overrides.append(f"{key}={json.dumps(value, default=str)}")  # JSON is YAML: --set reads it back typed
     return inputs
