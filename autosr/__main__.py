@@ -17,10 +17,11 @@ if __name__ == "__main__":
         app(prog_name="autosr")
     except SystemExit as exc:
         if _launched_rank() and exc.code in (0, None):
-            # A rank whose run ended well leaves without the interpreter's C++ teardown: with torch 2.14.1 on a
-            # CPU, 1 in 4 such ranks died there after "done" (SIGABRT, "terminate called without an active
-            # exception"; docs/reliability.md), which made the launcher report a finished run as failed.
-            # Everything the run wrote is closed by now; the streams are flushed here.
+            # A rank whose run ended well leaves without the interpreter's C++ teardown. After a DDP step torch
+            # keeps the gloo process group (and its threads) alive past destroy_process_group
+            # (benchmarks/ddp_keeps_gloo_alive.py); torn down at exit, a joinable thread aborted 1 rank in 4
+            # with torch 2.14.1 ("terminate called without an active exception"), so the launcher reported a
+            # finished run as failed (docs/reliability.md). Everything the run wrote is closed by now.
             logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()

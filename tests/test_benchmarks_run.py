@@ -79,6 +79,13 @@ def test_checkpointing_cost_small(tmp_path: Path) -> None:
     assert 0 < result["share"] < 1
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_ddp_keeps_gloo_alive_prints_each_ranks_threads() -> None:
+    done = run("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "benchmarks/ddp_keeps_gloo_alive.py")
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.count("threads after destroy_process_group") == 2
+
+
 def test_preset_memory_says_it_needs_a_gpu() -> None:
     pytest.importorskip("torch")
     import torch
